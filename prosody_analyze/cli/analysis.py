@@ -1,0 +1,3 @@
+"""`analysis` commands (being written)."""
+
+from .app import app  # noqa: F401

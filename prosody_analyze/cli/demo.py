@@ -1,0 +1,3 @@
+"""`demo` commands (being written)."""
+
+from .app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`ingest` commands (being written)."""
+
+from .app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`report` commands (being written)."""
+
+from .app import app  # noqa: F401

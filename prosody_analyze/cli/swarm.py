@@ -1,0 +1,3 @@
+"""`swarm` commands (being written)."""
+
+from .app import app  # noqa: F401

@@ -1,0 +1,130 @@
+"""The one event schema: every parser produces it, every analysis consumes it.
+
+Two tables come out of `ingest`:
+
+* **events** — one row per log record (a line, or a multi-line record such as a
+  stanza dump or a traceback), from the server (Prosody) or a client (JXS, swarm).
+* **sessions** — one row per server c2s session and per client participant, with
+  the time each stage of joining a conference was reached.
+
+Times are UTC (`ts` is null where the log has no time, e.g. `kubectl logs` of the
+console sink; `seq` then keeps the order).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+ORIGINS = ["server", "client"]
+
+# Event kinds, in the order a participant normally goes through them, then the rest.
+EVENT_KINDS = [
+    "connection_opened",  # TCP/WebSocket connection accepted (server) or opened (client)
+    "websocket_frame",  # a WebSocket frame received by mod_websocket
+    "authenticated",  # SASL success (`Authenticated as JID`)
+    "resource_bound",  # resource bind result (`Resource bound: FULLJID`)
+    "sm_enabled",  # XEP-0198 stream management enabled
+    "conference_request",  # conference request IQ sent to focus (Jicofo)
+    "conference_error",  # conference request answered with an error
+    "conference_timeout",  # conference request not answered in time
+    "muc_join_sent",  # MUC join presence sent to room@muc/nick
+    "muc_joined",  # self-presence (status 110) received: in the room
+    "stanza_error",  # presence or IQ of type error (text in `error`)
+    "ping",  # XMPP ping (XEP-0199)
+    "disconnected",  # client or server side disconnect / client offline
+    "session_destroyed",  # server destroyed the session
+    "hibernation_timeout",  # mod_smacks hibernation timeout reached
+    "http_request",  # HTTP request (`http_method`, `http_path`)
+    "http_error",  # HTTP error status (`http_status`), e.g. a refused WebSocket upgrade
+    "traceback",  # error, exception or traceback (`level` error or a stack trace)
+    "retry",  # the load client retried a failed stage
+    "all_joined",  # the load client reports every participant joined
+    "run_info",  # run metadata: config dump, start/stop lines
+    "unknown",  # anything else
+]
+
+LEVELS = ["debug", "info", "warn", "error"]
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "file": pl.String(),
+    "seq": pl.Int64(),
+    "origin": pl.Enum(ORIGINS),
+    "shard": pl.String(),  # swarm shard "K/N" (or pod); null when the run had one process
+    "batch": pl.Int32(),  # ramp batch of the participant (swarm); null when unknown
+    "source": pl.String(),  # Prosody module / c2s id; client: process (pm2 app, file stem, "swarm")
+    "level": pl.String(),
+    "kind": pl.Enum(EVENT_KINDS),
+    "session": pl.String(),  # server: c2s id; client: participant key (see `participant`)
+    "jid": pl.String(),
+    "room": pl.String(),
+    "participant": pl.String(),  # unique within a run: "<process>/<room-index>-<index>"
+    "stage": pl.String(),  # for failures: the stage that failed (see STAGES)
+    "http_status": pl.Int16(),
+    "http_method": pl.String(),
+    "http_path": pl.String(),
+    "error": pl.String(),  # error condition/text of an error event
+    "message": pl.String(),  # the original text (the whole line for unparsed lines)
+}
+
+# Stages of joining, in order; session rows carry `<stage>_ts` for each.
+STAGES = ["connected", "authenticated", "bound", "joined", "left"]
+# The event kind that marks each stage being reached.
+STAGE_KIND = {
+    "connected": "connection_opened",
+    "authenticated": "authenticated",
+    "bound": "resource_bound",
+    "joined": "muc_joined",
+    "left": "disconnected",
+}
+OUTCOMES = ["joined", "failed", "open"]
+
+SESSION_SCHEMA: dict[str, pl.DataType] = {
+    "origin": pl.Enum(ORIGINS),
+    "session": pl.String(),  # server: "<c2s id>@<first seen>"; client: participant key
+    "file": pl.String(),
+    "shard": pl.String(),
+    "batch": pl.Int32(),
+    "jid": pl.String(),
+    "room": pl.String(),
+    "participant": pl.String(),
+    "first_ts": pl.Datetime("us", "UTC"),
+    "last_ts": pl.Datetime("us", "UTC"),
+    "first_seq": pl.Int64(),
+    "last_seq": pl.Int64(),
+    **{f"{stage}_ts": pl.Datetime("us", "UTC") for stage in STAGES},
+    "connect_s": pl.Float64(),  # first seen -> connected
+    "auth_s": pl.Float64(),  # connected -> authenticated
+    "bind_s": pl.Float64(),  # authenticated -> bound
+    "join_s": pl.Float64(),  # bound -> joined
+    "total_s": pl.Float64(),  # first seen -> joined
+    "outcome": pl.Enum(OUTCOMES),  # joined / failed (at failed_stage) / open at end of log
+    "failed_stage": pl.String(),
+    "error": pl.String(),
+    "http_status": pl.Int16(),
+}
+
+EVENTS_FILE = "events.parquet"
+SESSIONS_FILE = "sessions.parquet"
+
+
+def empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def empty_sessions() -> pl.DataFrame:
+    return pl.DataFrame(schema=SESSION_SCHEMA)
+
+
+def conform(frame: pl.DataFrame | pl.LazyFrame, schema: dict[str, pl.DataType] = EVENT_SCHEMA):
+    """Add missing columns as nulls, cast to the schema's dtypes and order columns.
+
+    Parsers only fill the columns they know; this makes every output identical in shape.
+    """
+    present = set(frame.collect_schema().names())
+    return frame.select(
+        [
+            (pl.col(name) if name in present else pl.lit(None)).cast(dtype).alias(name)
+            for name, dtype in schema.items()
+        ]
+    )
