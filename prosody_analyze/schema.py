@@ -128,3 +128,15 @@ def conform(frame: pl.DataFrame | pl.LazyFrame, schema: dict[str, pl.DataType] =
             for name, dtype in schema.items()
         ]
     )
+
+# Metrics, from any source (Grafana CSV, Prometheus JSON, OpenMetrics scrapes, the swarm's
+# samples), as one long table. Values are in base units: bytes, seconds, cores, bytes/s.
+METRIC_SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "metric": pl.String(),  # e.g. process_resident_memory_bytes, container_memory_working_set_bytes
+    "labels": pl.String(),  # Prometheus style without braces: key="value",key2="value2"
+    "value": pl.Float64(),
+    "unit": pl.String(),  # base unit of value: bytes, seconds, cores, bytes/s, or "" when unitless
+    "file": pl.String(),
+}
+METRICS_FILE = "metrics.parquet"

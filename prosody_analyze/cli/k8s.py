@@ -1,0 +1,3 @@
+"""`swarm-job` command (being written)."""
+
+from .app import app  # noqa: F401
