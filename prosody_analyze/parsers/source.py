@@ -1,0 +1,201 @@
+"""Reading log files as chunks of lines, whatever their wrapping.
+
+Files may be gzipped (possibly truncated), have CRLF endings, invalid UTF-8 or very long
+lines; a chunk reader turns them into polars frames of ``(seq, line)`` with bounded memory.
+Wrappers that tools put in front of the real log line (``kubectl logs --timestamps`` /
+``--prefix``, ``pm2 logs``' ``ID|NAME |`` and its colours) are recognised here once, so each
+format parser only sees the line its program wrote.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+GZIP_MAGIC = b"\x1f\x8b"
+RAW_READ = 4 << 20
+CHUNK_BYTES = 16 << 20
+SAMPLE_BYTES = 64 << 10
+
+ANSI_PATTERN = r"\x1b\[[0-9;]*[A-Za-z]"
+KUBECTL_PREFIX = r"^\[pod/([^/\]]+)/([^\]]*)\] "
+KUBECTL_TIME = r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) "
+PM2_PREFIX = r"^(\d+\|\S+?|PM2)\s*\| "
+
+ANSI_RE = re.compile(ANSI_PATTERN)
+KUBECTL_PREFIX_RE = re.compile(KUBECTL_PREFIX)
+KUBECTL_TIME_RE = re.compile(KUBECTL_TIME)
+PM2_PREFIX_RE = re.compile(PM2_PREFIX)
+
+
+@dataclass
+class ReadNotes:
+    """What went wrong while reading a file, without stopping the read."""
+
+    truncated_gzip: bool = False
+    invalid_utf8_lines: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def iter_bytes(path: Path, notes: ReadNotes) -> Iterator[bytes]:
+    """Yield the file's (decompressed) bytes; a truncated or corrupt gzip yields what it could."""
+    gz = is_gzip(path)
+    with open(path, "rb") as handle:
+        if not gz:
+            while block := handle.read(RAW_READ):
+                yield block
+            return
+        decoder = zlib.decompressobj(wbits=31)
+        while True:
+            raw = handle.read(RAW_READ)
+            if not raw:
+                break
+            try:
+                while raw:
+                    out = decoder.decompress(raw)
+                    if out:
+                        yield out
+                    raw = decoder.unused_data if decoder.eof else b""
+                    if decoder.eof and raw:  # concatenated gzip members
+                        decoder = zlib.decompressobj(wbits=31)
+            except zlib.error as error:
+                notes.truncated_gzip = True
+                notes.messages.append(f"corrupt gzip data ({error}); kept what was readable")
+                return
+        tail = decoder.flush()
+        if tail:
+            yield tail
+        if not decoder.eof:
+            notes.truncated_gzip = True
+            notes.messages.append("truncated gzip: the stream ends early; kept what was readable")
+
+
+def read_sample(path: Path, limit: int = SAMPLE_BYTES) -> bytes:
+    """The first ``limit`` bytes of the (decompressed) file, for sniffing."""
+    notes = ReadNotes()
+    parts: list[bytes] = []
+    size = 0
+    for block in iter_bytes(path, notes):
+        parts.append(block)
+        size += len(block)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
+
+
+def iter_byte_chunks(path: Path, notes: ReadNotes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Chunks of whole lines (each ends at a newline, except maybe the last)."""
+    pending = b""
+    for block in iter_bytes(path, notes):
+        pending += block
+        if len(pending) < chunk_bytes:
+            continue
+        cut = pending.rfind(b"\n")
+        if cut < 0:  # one huge line so far: keep reading until it ends
+            continue
+        yield pending[: cut + 1]
+        pending = pending[cut + 1 :]
+    if pending:
+        yield pending
+
+
+def lines_frame(chunk: bytes, first_seq: int, notes: ReadNotes) -> pl.DataFrame:
+    """Split a chunk into a ``(seq, line)`` frame; CR before LF is dropped, bad bytes become U+FFFD."""
+    try:
+        text = chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        text = chunk.decode("utf-8", errors="replace")
+        notes.invalid_utf8_lines += sum(1 for line in text.split("\n") if "\ufffd" in line)
+    if text.endswith("\n"):
+        text = text[:-1]
+    lines = pl.Series("line", [text]).str.split("\n").explode().str.strip_suffix("\r")
+    return pl.DataFrame(
+        {"seq": pl.int_range(first_seq, first_seq + len(lines), eager=True, dtype=pl.Int64), "line": lines}
+    )
+
+
+def iter_line_frames(path: Path, notes: ReadNotes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.DataFrame]:
+    """Frames of ``(seq, line)`` with 1-based line numbers, chunk by chunk."""
+    seq = 1
+    for chunk in iter_byte_chunks(path, notes, chunk_bytes):
+        frame = lines_frame(chunk, seq, notes)
+        seq += frame.height
+        yield frame
+
+
+@dataclass(frozen=True)
+class Wrapping:
+    """Which wrappers a file's lines carry (found by the sniffer)."""
+
+    ansi: bool = False
+    kubectl_prefix: bool = False
+    kubectl_time: bool = False
+    pm2: bool = False
+
+    def labels(self) -> list[str]:
+        return [
+            label
+            for label, present in (
+                ("kubectl-prefix", self.kubectl_prefix),
+                ("kubectl-timestamps", self.kubectl_time),
+                ("pm2", self.pm2),
+            )
+            if present
+        ]
+
+
+def strip_wrapping_text(line: str) -> tuple[str, Wrapping]:
+    """The sniffer's per-line version of :func:`unwrap`: the inner line and what wrapped it."""
+    ansi = "\x1b[" in line
+    if ansi:
+        line = ANSI_RE.sub("", line)
+    prefix = timestamp = pm2 = False
+    for _ in range(2):  # kubectl writes the prefix before the timestamp; accept either order
+        if match := KUBECTL_PREFIX_RE.match(line):
+            prefix, line = True, line[match.end() :]
+        if match := KUBECTL_TIME_RE.match(line):
+            timestamp, line = True, line[match.end() :]
+    if match := PM2_PREFIX_RE.match(line):
+        pm2, line = True, line[match.end() :]
+    return line, Wrapping(ansi, prefix, timestamp, pm2)
+
+
+def unwrap(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
+    """Move wrappers into columns: ``wrap_ts`` (kubectl time), ``shard`` (pod), ``process`` (pm2 app)."""
+    line = pl.col("line")
+    columns: dict[str, pl.Expr] = {}
+    if wrapping.ansi:
+        frame = frame.with_columns(line.str.replace_all(ANSI_PATTERN, ""))
+    for _ in range(2 if wrapping.kubectl_prefix and wrapping.kubectl_time else 1):
+        if wrapping.kubectl_prefix:
+            frame = frame.with_columns(
+                pl.coalesce(
+                    line.str.extract(KUBECTL_PREFIX, 1), *([pl.col("shard")] if "shard" in frame else [])
+                ).alias("shard"),
+                line.str.replace(KUBECTL_PREFIX, ""),
+            )
+        if wrapping.kubectl_time:
+            stamp = line.str.extract(KUBECTL_TIME, 1).str.to_datetime(
+                "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False
+            )
+            frame = frame.with_columns(
+                pl.coalesce(stamp, *([pl.col("wrap_ts")] if "wrap_ts" in frame else [])).alias("wrap_ts"),
+                line.str.replace(KUBECTL_TIME, ""),
+            )
+    if wrapping.pm2:
+        name = line.str.extract(PM2_PREFIX, 1)
+        columns["process"] = (
+            pl.when(name == "PM2").then(pl.lit("PM2")).otherwise(name.str.extract(r"\|(.*)$", 1))
+        )
+        frame = frame.with_columns(**columns).with_columns(line.str.replace(PM2_PREFIX, ""))
+    return frame

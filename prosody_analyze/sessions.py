@@ -1,0 +1,192 @@
+"""Sessions: one row per server c2s session and per client participant, with the stages reached.
+
+Server sessions are keyed by c2s id *and* first-seen time (``"<id>@<first ts>"``, or
+``"<id>@<file>:<line>"`` without times), because Prosody reuses ids: a new ``Client connected``
+on a known id starts a new session. Client sessions are keyed by the participant key, already
+unique per process (``"<process>/<room>-<index>"``) or across shards (swarm).
+Only the lifecycle events are read, so this stays small next to the events table.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from .schema import SESSION_SCHEMA, STAGE_KIND, STAGES, conform
+
+LIFECYCLE_KINDS = [
+    "connection_opened",
+    "authenticated",
+    "resource_bound",
+    "sm_enabled",
+    "conference_request",
+    "conference_error",
+    "conference_timeout",
+    "muc_join_sent",
+    "muc_joined",
+    "stanza_error",
+    "disconnected",
+    "session_destroyed",
+    "hibernation_timeout",
+    "http_error",
+    "traceback",
+    "retry",
+]
+LEAVE_KINDS = ["disconnected", "session_destroyed"]
+COLUMNS = [
+    "origin",
+    "file",
+    "seq",
+    "ts",
+    "session",
+    "participant",
+    "shard",
+    "batch",
+    "kind",
+    "jid",
+    "room",
+    "stage",
+    "http_status",
+    "error",
+]
+
+
+def _failure(kind: pl.Expr) -> pl.Expr:
+    """Events that mean the participant did not make it (a refused MUC join: presence error from a room)."""
+    return kind.is_in(["http_error", "traceback", "hibernation_timeout", "conference_timeout"]) | (
+        (kind == "stanza_error") & pl.col("room").is_not_null()
+    )
+
+
+def _aggregate(rows: pl.DataFrame, key: str) -> pl.DataFrame:
+    kind = pl.col("kind")
+    first_ts = pl.col("ts").min()
+
+    def reached(stage: str) -> pl.Expr:
+        kinds = LEAVE_KINDS if stage == "left" else [STAGE_KIND[stage]]
+        return pl.col("ts").filter(kind.is_in(kinds)).min().alias(f"{stage}_ts")
+
+    def seen(kinds: list[str]) -> pl.Expr:
+        return kind.is_in(kinds).any()
+
+    failures = _failure(kind)
+    table = rows.group_by(key, maintain_order=True).agg(
+        pl.col("origin").first(),
+        pl.col("file").first(),
+        pl.col("shard").drop_nulls().first(),
+        pl.col("batch").drop_nulls().first(),
+        pl.coalesce(
+            pl.col("jid").filter(kind == "resource_bound").first(), pl.col("jid").drop_nulls().first()
+        ).alias("jid"),
+        pl.coalesce(
+            pl.col("room").filter(kind.is_in(["muc_joined", "muc_join_sent"])).first(),
+            pl.col("room").drop_nulls().first(),
+        ).alias("room"),
+        pl.col("participant").drop_nulls().first(),
+        first_ts.alias("first_ts"),
+        pl.col("ts").max().alias("last_ts"),
+        pl.col("seq").min().alias("first_seq"),
+        pl.col("seq").max().alias("last_seq"),
+        *[reached(stage) for stage in STAGES],
+        *[seen([STAGE_KIND[s]]).alias(f"has_{s}") for s in STAGES if s != "left"],
+        seen(LEAVE_KINDS).alias("has_left"),
+        failures.any().alias("has_failure"),
+        pl.col("stage").filter(failures).drop_nulls().first().alias("reported_stage"),
+        pl.coalesce(
+            pl.col("error").filter(failures).drop_nulls().first(), pl.col("error").drop_nulls().first()
+        ).alias("error"),
+        pl.col("http_status").drop_nulls().first(),
+    )
+    # The stage after the last one reached. A log that begins mid-session shows no connect line,
+    # but a session holding a full JID got at least that far.
+    order = ["connected", "authenticated", "bound", "joined"]
+    level = (
+        pl.when(pl.col("jid").str.contains("/", literal=True))
+        .then(3)
+        .when(pl.col("jid").is_not_null())
+        .then(2)
+        .otherwise(0)
+    )
+    for index, stage in enumerate(order):
+        level = pl.when(pl.col(f"has_{stage}")).then(pl.max_horizontal(level, index + 1)).otherwise(level)
+    next_stage = level.replace_strict(list(range(len(order))), order, default=None, return_dtype=pl.String)
+    failed = ~pl.col("has_joined") & (pl.col("has_failure") | pl.col("has_left"))
+    seconds = lambda end, start: (pl.col(end) - pl.col(start)).dt.total_microseconds() / 1e6  # noqa: E731
+    return table.with_columns(
+        outcome=pl.when(pl.col("has_joined"))
+        .then(pl.lit("joined"))
+        .when(failed)
+        .then(pl.lit("failed"))
+        .otherwise(pl.lit("open")),
+        failed_stage=pl.when(failed).then(pl.coalesce("reported_stage", next_stage, pl.lit("joined"))),
+        connect_s=seconds("connected_ts", "first_ts"),
+        auth_s=seconds("authenticated_ts", "connected_ts"),
+        bind_s=seconds("bound_ts", "authenticated_ts"),
+        join_s=seconds("joined_ts", "bound_ts"),
+        total_s=seconds("joined_ts", "first_ts"),
+    )
+
+
+def _server(rows: pl.DataFrame) -> pl.DataFrame:
+    bound = (
+        rows.filter(pl.col("kind") == "resource_bound")
+        .select(pl.col("jid"), pl.col("session").alias("bound_session"))
+        .unique("jid", keep="first")
+    )
+    # MUC lines name the occupant's full JID, not its c2s id: attach them through the bound JID.
+    rows = (
+        rows.join(bound, on="jid", how="left", maintain_order="left")
+        .with_columns(session=pl.coalesce("session", "bound_session"))
+        .drop("bound_session")
+        .filter(pl.col("session").is_not_null())
+    )
+    rows = rows.with_columns(
+        segment=(pl.col("kind") == "connection_opened").cast(pl.Int32).cum_sum().over("session")
+    )
+    table = _aggregate(rows.with_columns(key=pl.struct("session", "segment")), "key")
+    first = table.select(
+        pl.col("key").struct.field("session"), pl.col("first_ts"), pl.col("file"), pl.col("first_seq")
+    )
+    name = pl.concat_str(
+        first["session"],
+        pl.lit("@"),
+        pl.coalesce(
+            first["first_ts"].dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+            pl.concat_str(first["file"], pl.lit(":"), first["first_seq"].cast(pl.String)),
+        ),
+    )
+    return table.with_columns(session=first.select(name).to_series()).drop("key")
+
+
+def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Sessions table (SESSION_SCHEMA) from an events table (EVENT_SCHEMA)."""
+    lazy = events.lazy()
+    rows = (
+        lazy.filter(pl.col("kind").cast(pl.String).is_in(LIFECYCLE_KINDS))
+        .filter(
+            pl.col("session").is_not_null()
+            | pl.col("participant").is_not_null()
+            | pl.col("jid").is_not_null()
+        )
+        .select(COLUMNS)
+        .with_columns(pl.col("kind").cast(pl.String), pl.col("origin").cast(pl.String))
+        .collect()
+        .with_row_index("order")
+    )
+    file_order = rows.select(pl.col("file").unique(maintain_order=True)).with_row_index("file_index")
+    rows = rows.join(file_order, on="file", maintain_order="left").sort(
+        ["ts", "file_index", "seq"], maintain_order=True
+    )
+    parts = []
+    server = rows.filter(pl.col("origin") == "server")
+    if server.height:
+        parts.append(_server(server))
+    client = rows.filter((pl.col("origin") == "client") & pl.col("participant").is_not_null())
+    if client.height:
+        parts.append(
+            _aggregate(client.with_columns(key=pl.col("participant")), "key").rename({"key": "session"})
+        )
+    if not parts:
+        return pl.DataFrame(schema=SESSION_SCHEMA)
+    return conform(pl.concat([conform(p, SESSION_SCHEMA) for p in parts]), SESSION_SCHEMA).sort(
+        ["origin", "first_ts", "first_seq"], nulls_last=True, maintain_order=True
+    )
