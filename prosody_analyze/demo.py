@@ -1,0 +1,128 @@
+"""The whole study in one call: local Prosody (+ nginx) → swarm ramp → ingest → fit → bursts → report.
+
+It replays the real study on this machine, on loopback only: participants are added in
+batches (default 5 × 100 = 2 rooms × 50, one batch a minute) while Prosody's RSS/CPU and
+OpenMetrics are sampled; each batch's plateau gives one (participants, RSS) point for the
+RAM model. With ``via_proxy`` the swarm goes through Debian's nginx, which refuses a share
+of WebSocket upgrades with HTTP 500 past a connection threshold, as the study's front proxy
+did; ``bursts`` must find that burst and the report explain it.
+
+Layout of ``out_dir``: ``capture/`` (what ``swarm --local`` leaves: events, metrics.csv,
+prosody.log and Prosody's sandbox), ``nginx/`` (its config and logs), ``analysis/``
+(``ingest`` output and ``demo.json``), and the report (``reports/<date>-demo.html`` by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .capture import METRICS_CSV
+from .errors import UserError
+from .local_prosody import LocalProsody
+from .proxy import NginxProxy
+from .sampler import ServerSampler
+
+DEMO_JSON = "demo.json"
+DOMAIN = "localhost"
+MUC = f"conference.{DOMAIN}"
+
+
+@dataclass
+class DemoPlan:
+    """The ramp and the proxy's failure rule; times in seconds."""
+
+    batches: int = 5
+    rooms: int = 2
+    participants: int = 50  # per room
+    batch_interval_s: float = 60.0
+    baseline_s: float = 10.0  # Prosody idle before the first batch: the model's zero point
+    hold_s: float = 60.0  # after the last join, so the last batch has a plateau too
+    retries: int = 2  # like the study's clients kept alive by pm2, a refused join is retried
+    proxy_threshold: int = 250  # client connections on nginx past which upgrades may fail
+    proxy_fail_share: float = 0.5
+
+    @classmethod
+    def for_run(cls, quick: bool, **overrides: Any) -> DemoPlan:
+        plan = cls(batches=3, rooms=2, participants=10, batch_interval_s=10.0, baseline_s=4.0,
+                   hold_s=8.0, proxy_threshold=30) if quick else cls()
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(plan, name, value)
+        if min(plan.batches, plan.rooms, plan.participants) < 1:
+            raise UserError("batches, rooms and participants must be at least 1")
+        if plan.batch_interval_s <= 0 or plan.hold_s < 0 or plan.baseline_s < 0:
+            raise UserError("batch interval must be positive, baseline and hold not negative")
+        return plan
+
+    @property
+    def total(self) -> int:
+        return self.batches * self.rooms * self.participants
+
+
+@dataclass
+class DemoResult:
+    out_dir: str
+    capture_dir: str
+    analysis_dir: str
+    report_path: str | None
+    started_at: str
+    ended_at: str | None = None
+    run_seconds: float | None = None
+    prosody_start_seconds: float | None = None
+    via_proxy: bool = False
+    plan: dict[str, Any] = field(default_factory=dict)
+    swarm: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] | None = None
+    bursts: list[dict[str, Any]] = field(default_factory=list)
+    http_500: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def default_out_dir() -> Path:
+    return Path("demo-run") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def default_report_path() -> Path:
+    return Path("reports") / f"{datetime.now(UTC).strftime('%Y-%m-%d')}-demo.html"
+
+
+def run_capture(plan: DemoPlan, out_dir: Path, via_proxy: bool, progress: bool, result: DemoResult) -> None:
+    """Run the ramp against a fresh local Prosody (behind nginx with ``via_proxy``) into ``capture/``."""
+    from .swarm import SwarmConfig, run_swarm
+
+    capture = Path(result.capture_dir)
+    with contextlib.ExitStack() as stack:
+        prosody = stack.enter_context(LocalProsody(capture, domain=DOMAIN, muc=MUC))
+        result.prosody_start_seconds = round(prosody.start_seconds, 3)
+        service = prosody.websocket_url
+        if via_proxy:
+            proxy = stack.enter_context(NginxProxy(
+                out_dir / "nginx", prosody.http_port, fail_share=plan.proxy_fail_share,
+                threshold=plan.proxy_threshold,
+            ))
+            service = proxy.websocket_url
+        sampler = stack.enter_context(
+            ServerSampler(capture / METRICS_CSV, pid=prosody.pid, metrics_url=prosody.metrics_url)
+        )
+        time.sleep(plan.baseline_s)
+        config = SwarmConfig(
+            domain=DOMAIN, muc=MUC, service=service, rooms=plan.rooms, participants=plan.participants,
+            batches=plan.batches, batch_interval=plan.batch_interval_s, duration=plan.hold_s,
+            retries=plan.retries, room_prefix="demo",
+        )
+        summary = run_swarm(config, capture, progress=progress)
+        result.swarm = summary.to_dict()
+        sampler.stop()
+        if not prosody.running:
+            raise UserError(f"Prosody died during the run; see {prosody.log_path}")
