@@ -13,6 +13,7 @@ reaches its files through ``/proc/self/fd/N``, which skips the ancestors' permis
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import resource
@@ -264,6 +265,10 @@ class LocalProsody:
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
+        # Prosody prints there only when it cannot log (a failed start): drop it when empty.
+        with contextlib.suppress(OSError):
+            if self.console_path.stat().st_size == 0:
+                self.console_path.unlink()
 
     def __enter__(self) -> LocalProsody:
         return self.start()
