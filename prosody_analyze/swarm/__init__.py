@@ -26,8 +26,15 @@ from .runner import Swarm, install_signal_handlers
 from .summary import SwarmSummary
 
 __all__ = [
-    "PlannedParticipant", "SwarmConfig", "SwarmSummary", "build_plan", "parse_duration", "parse_shard",
-    "parse_start_at", "run_swarm", "run_swarm_async",
+    "PlannedParticipant",
+    "SwarmConfig",
+    "SwarmSummary",
+    "build_plan",
+    "parse_duration",
+    "parse_shard",
+    "parse_start_at",
+    "run_swarm",
+    "run_swarm_async",
 ]
 
 XMPP_LOG = "xmpp.log"
@@ -51,14 +58,21 @@ async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool =
         sampler = None
         with writer, _xmpp_log(config, writer) as xmpp_log:
             writer.write_manifest(manifest)
-            writer.write("run_info", message=f"swarm start: {len(plan)} participants planned "
-                         f"({config.planned_total} in the whole plan) against {config.service}")
+            writer.write(
+                "run_info",
+                message=f"swarm start: {len(plan)} participants planned "
+                f"({config.planned_total} in the whole plan) against {config.service}",
+            )
             metrics_url = config.metrics_url or (prosody.metrics_url if prosody else None)
             if writer.directory is not None and (metrics_url or prosody):
                 from ..sampler import ServerSampler
 
-                sampler = ServerSampler(writer.directory / METRICS_CSV, pid=prosody.pid if prosody else None,
-                                        metrics_url=metrics_url, interval_s=config.metrics_interval).start()
+                sampler = ServerSampler(
+                    writer.directory / METRICS_CSV,
+                    pid=prosody.pid if prosody else None,
+                    metrics_url=metrics_url,
+                    interval_s=config.metrics_interval,
+                ).start()
             live = LiveProgress(enabled=progress)
             debug = live.print if config.enable_debug else None
             swarm = Swarm(config, plan, writer, xmpp_log=xmpp_log, debug=debug)
@@ -71,8 +85,11 @@ async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool =
                 if sampler is not None:
                     sampler.stop()
             summary.capture = "-" if to_stdout else str(out)
-            writer.write("run_info", message=f"swarm end: {summary.end_reason}; joined {summary.joined}/"
-                         f"{summary.target}, failed {summary.failed}, dropped {summary.dropped}")
+            writer.write(
+                "run_info",
+                message=f"swarm end: {summary.end_reason}; joined {summary.joined}/"
+                f"{summary.target}, failed {summary.failed}, dropped {summary.dropped}",
+            )
             manifest.update(end=summary.ended_at, summary=summary.to_dict())
             writer.write_manifest(manifest)
     return summary
@@ -106,8 +123,9 @@ def _xmpp_log(config: SwarmConfig, writer: CaptureWriter) -> Iterator[IO[str] | 
             yield log
 
 
-def _manifest(config: SwarmConfig, plan: list[PlannedParticipant], start_at: datetime,
-              prosody: object | None) -> dict:
+def _manifest(
+    config: SwarmConfig, plan: list[PlannedParticipant], start_at: datetime, prosody: object | None
+) -> dict:
     return {
         "tool": "prosody-analyze swarm",
         "version": __version__,

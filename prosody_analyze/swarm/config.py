@@ -137,8 +137,9 @@ class SwarmConfig:
             if config.shard_count > 1:
                 # Every shard must pick the same room names: derive them from the shared start.
                 if config.start_at is None:
-                    raise UserError("--shard needs --room-prefix or --start-at so every shard uses the "
-                                    "same room names")
+                    raise UserError(
+                        "--shard needs --room-prefix or --start-at so every shard uses the same room names"
+                    )
                 seed = zlib.crc32(config.start_at.isoformat().encode())
                 config.room_prefix = f"jxs-test-{seed % 10001}"
             else:
@@ -203,11 +204,16 @@ def build_plan(config: SwarmConfig) -> list[PlannedParticipant]:
             room_index = batch * config.rooms + room
             for index in range(config.participants):
                 if position % config.shard_count == config.shard_index:
-                    plan.append(PlannedParticipant(
-                        participant_id=f"{room_index}-{index}", batch=batch, room_index=room_index,
-                        index=index, room=f"{config.room_prefix}-{room_index}",
-                        offset_s=batch * config.batch_interval + index * config.delay,
-                    ))
+                    plan.append(
+                        PlannedParticipant(
+                            participant_id=f"{room_index}-{index}",
+                            batch=batch,
+                            room_index=room_index,
+                            index=index,
+                            room=f"{config.room_prefix}-{room_index}",
+                            offset_s=batch * config.batch_interval + index * config.delay,
+                        )
+                    )
                 position += 1
     plan.sort(key=lambda planned: planned.offset_s)
     return plan
@@ -246,8 +252,9 @@ def parse_start_at(text: str, now: datetime | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"--start-at wants an ISO time (2026-11-28T21:00:00Z) or +DELAY (+30s), "
-                        f"got {text!r}") from None
+        raise UserError(
+            f"--start-at wants an ISO time (2026-11-28T21:00:00Z) or +DELAY (+30s), got {text!r}"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -24,8 +24,13 @@ class LiveProgress:
     def __enter__(self) -> LiveProgress:
         if self.enabled:
             self._progress = Progress(
-                TextColumn("[bold]swarm[/bold]"), BarColumn(), TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(), console=self.console, transient=False, refresh_per_second=4,
+                TextColumn("[bold]swarm[/bold]"),
+                BarColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+                refresh_per_second=4,
             )
             self._progress.start()
             self._task = self._progress.add_task("swarm", total=None, stats="starting")
@@ -48,7 +53,10 @@ class LiveProgress:
             self._joins.popleft()
         first_t, first_joined = self._joins[0]
         rate = (summary.joined - first_joined) / (now - first_t) if now > first_t else 0.0
-        stats = (f"target {summary.target}  connected {swarm.open_connections}  joined {summary.joined}  "
-                 f"failed {summary.failed}  dropped {summary.dropped}  {rate:.1f} joins/s")
-        self._progress.update(self._task, total=summary.target, completed=summary.joined + summary.failed,
-                              stats=stats)
+        stats = (
+            f"target {summary.target}  connected {swarm.open_connections}  joined {summary.joined}  "
+            f"failed {summary.failed}  dropped {summary.dropped}  {rate:.1f} joins/s"
+        )
+        self._progress.update(
+            self._task, total=summary.target, completed=summary.joined + summary.failed, stats=stats
+        )

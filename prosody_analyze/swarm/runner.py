@@ -71,8 +71,14 @@ def describe_close(closed: ConnectionClosed) -> str:
 class Swarm:
     """State of one run; ``progress`` is called about four times a second with the swarm."""
 
-    def __init__(self, config: SwarmConfig, plan: list[PlannedParticipant], writer: CaptureWriter,
-                 xmpp_log: IO[str] | None = None, debug: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config: SwarmConfig,
+        plan: list[PlannedParticipant],
+        writer: CaptureWriter,
+        xmpp_log: IO[str] | None = None,
+        debug: Callable[[str], None] | None = None,
+    ):
         self.config = config
         self.plan = plan
         self.writer = writer
@@ -186,9 +192,17 @@ class Swarm:
                 attempt += 1
                 wait = min(config.retry_backoff * 2 ** (attempt - 1), MAX_RETRY_WAIT_S)
                 self.summary.retries += 1
-                self._write(planned, Event("retry", stage=failure.stage, error=failure.error, level="warn",
-                                           http_status=failure.http_status,
-                                           message=f"retry {attempt}/{config.retries} in {wait:g} s"))
+                self._write(
+                    planned,
+                    Event(
+                        "retry",
+                        stage=failure.stage,
+                        error=failure.error,
+                        level="warn",
+                        http_status=failure.http_status,
+                        message=f"retry {attempt}/{config.retries} in {wait:g} s",
+                    ),
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), wait)
                 if self.stopping.is_set():
@@ -197,8 +211,12 @@ class Swarm:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a bug of ours must not take the swarm down
-            failure = Event("disconnected", stage="connected", level="error",
-                            error=f"internal error: {type(error).__name__}: {error}")
+            failure = Event(
+                "disconnected",
+                stage="connected",
+                level="error",
+                error=f"internal error: {type(error).__name__}: {error}",
+            )
             self._write(planned, failure)
             self._settle_failed(failure)
 
@@ -206,7 +224,10 @@ class Swarm:
         """One connection; returns the failure event if it failed before joining, else None."""
         config = self.config
         machine = Participant(
-            planned.participant_id, domain=config.domain, room=planned.room, muc=config.muc,
+            planned.participant_id,
+            domain=config.domain,
+            room=planned.room,
+            muc=config.muc,
             conference_target=None if config.conference_over_http else config.conference_request_target,
             join_muc=config.join_muc,
         )
@@ -267,12 +288,25 @@ class Swarm:
         if self.ssl_context is not None:
             extra["ssl"] = self.ssl_context
         return await connect(
-            url, subprotocols=["xmpp"], compression=None, proxy=None, open_timeout=config.stage_timeout,
-            ping_interval=None, close_timeout=LEAVE_TIMEOUT_S, max_queue=64, **extra,
+            url,
+            subprotocols=["xmpp"],
+            compression=None,
+            proxy=None,
+            open_timeout=config.stage_timeout,
+            ping_interval=None,
+            close_timeout=LEAVE_TIMEOUT_S,
+            max_queue=64,
+            **extra,
         )
 
-    async def _drive(self, planned: PlannedParticipant, machine: Participant, ws: ClientConnection,
-                     marks: dict[str, float], until: Callable[[], bool]) -> Event | None:
+    async def _drive(
+        self,
+        planned: PlannedParticipant,
+        machine: Participant,
+        ws: ClientConnection,
+        marks: dict[str, float],
+        until: Callable[[], bool],
+    ) -> Event | None:
         """Move frames until the machine is done or ``until()``; returns a pre-join failure event."""
         config = self.config
         phase: Phase | None = None
@@ -313,6 +347,7 @@ class Swarm:
                     self._log_frame(planned, "IN", frame)
                 step = machine.receive(frame)
             failure = self._record(planned, machine, step.events, marks) or failure
+            step.send += machine.ack()  # XEP-0198: answer <r/> at once, as xmpp.js does
             if step.send:
                 await self._send(ws, machine, step.send)
         return failure
@@ -335,23 +370,32 @@ class Swarm:
         self._write(planned, Event("conference_request", message=f"HTTP POST {url}"))
 
         def post() -> None:
-            request = urllib.request.Request(url, data=body.encode(), method="POST",
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=config.conference_timeout) as response:
                 response.read()
 
         try:
             await asyncio.to_thread(post)
         except urllib.error.HTTPError as error:
-            self._write(planned, Event("conference_error", error=f"HTTP {error.code} {error.reason}",
-                                       http_status=error.code, level="warn"))
+            self._write(
+                planned,
+                Event(
+                    "conference_error",
+                    error=f"HTTP {error.code} {error.reason}",
+                    http_status=error.code,
+                    level="warn",
+                ),
+            )
         except (OSError, ValueError) as error:
             kind = "conference_timeout" if isinstance(error, TimeoutError) else "conference_error"
             self._write(planned, Event(kind, error=str(error) or type(error).__name__, level="warn"))
 
     # ---- bookkeeping ------------------------------------------------------------------------
-    def _record(self, planned: PlannedParticipant, machine: Participant, events: list[Event],
-                marks: dict[str, float]) -> Event | None:
+    def _record(
+        self, planned: PlannedParticipant, machine: Participant, events: list[Event], marks: dict[str, float]
+    ) -> Event | None:
         """Write events, update counters and stage timings; returns a pre-join failure if any.
 
         ``marks`` holds the monotonic time each stage of this attempt was reached ("in": in the room).
@@ -401,24 +445,42 @@ class Swarm:
 
     def _count_unreachable(self, error: str) -> None:
         self.consecutive_unreachable += 1
-        if (self.consecutive_unreachable >= min(UNREACHABLE_AFTER, len(self.plan)) and not self.connections
-                and self.abort_reason is None):
+        if (
+            self.consecutive_unreachable >= min(UNREACHABLE_AFTER, len(self.plan))
+            and not self.connections
+            and self.abort_reason is None
+        ):
             lost = " (the server went away)" if self.summary.joined else ""
             self.abort_reason = f"cannot connect to {self.config.service}: {error}{lost}"
 
     def _write(self, planned: PlannedParticipant, event: Event) -> None:
         self.writer.write(
-            event.kind, participant=planned.participant_id, room=planned.room, batch=planned.batch,
-            jid=event.jid, stage=event.stage, error=event.error, http_status=event.http_status,
-            message=event.message, level=event.level,
+            event.kind,
+            participant=planned.participant_id,
+            room=planned.room,
+            batch=planned.batch,
+            jid=event.jid,
+            stage=event.stage,
+            error=event.error,
+            http_status=event.http_status,
+            message=event.message,
+            level=event.level,
         )
         if self.debug is not None:
-            detail = " ".join(str(part) for part in (event.stage and f"stage={event.stage}", event.error,
-                                                     event.message) if part)
+            detail = " ".join(
+                str(part)
+                for part in (event.stage and f"stage={event.stage}", event.error, event.message)
+                if part
+            )
             self.debug(f"{utc_now_iso()} Participant[id={planned.participant_id}] {event.kind} {detail}")
 
-    def _log_frame(self, planned: PlannedParticipant | None, direction: str, frame: str,
-                   participant_id: str | None = None) -> None:
+    def _log_frame(
+        self,
+        planned: PlannedParticipant | None,
+        direction: str,
+        frame: str,
+        participant_id: str | None = None,
+    ) -> None:
         who = planned.participant_id if planned else participant_id
         self.xmpp_log.write(f"{utc_now_iso()} {who} {direction} {frame}\n")
 
@@ -438,8 +500,9 @@ class Swarm:
         if summary.error is None and summary.joined == 0 and summary.failed:
             stage, count = self.failures_by_stage.most_common(1)[0]
             error = self.errors.most_common(1)[0][0]
-            summary.error = (f"{summary.failed}/{summary.target} participants failed "
-                             f"(most at stage {stage}): {error}")
+            summary.error = (
+                f"{summary.failed}/{summary.target} participants failed (most at stage {stage}): {error}"
+            )
         elif summary.error is None and summary.dropped and summary.dropped >= summary.joined:
             lost = self.errors.most_common(1)[0][0]
             summary.error = f"every participant in a room lost its connection ({lost})"

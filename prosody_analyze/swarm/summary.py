@@ -65,8 +65,11 @@ def stage_percentiles(samples: dict[str, list[float]]) -> dict[str, dict[str, fl
     for stage in TIMED_STAGES:
         values = np.asarray(samples.get(stage, ()), dtype=float)
         row: dict[str, float | int | None] = {"count": int(values.size)}
-        for p, value in zip(PERCENTILES, np.percentile(values, PERCENTILES) if values.size else
-                            [None] * len(PERCENTILES), strict=True):
+        for p, value in zip(
+            PERCENTILES,
+            np.percentile(values, PERCENTILES) if values.size else [None] * len(PERCENTILES),
+            strict=True,
+        ):
             row[f"p{p}"] = None if value is None else round(float(value), 6)
         row["max"] = round(float(values.max()), 6) if values.size else None
         table[stage] = row

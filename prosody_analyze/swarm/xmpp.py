@@ -118,8 +118,22 @@ class Participant:
     """Protocol state of one participant; feed it with :meth:`connected` then :meth:`receive`."""
 
     __slots__ = (
-        "participant_id", "domain", "room", "muc", "conference_target", "join_muc", "phase", "jid",
-        "nick", "sm_enabled", "inbound", "_ids", "_bind_id", "_conference_id", "_server_features",
+        "participant_id",
+        "domain",
+        "room",
+        "muc",
+        "conference_target",
+        "join_muc",
+        "phase",
+        "jid",
+        "nick",
+        "sm_enabled",
+        "inbound",
+        "ack_requested",
+        "_ids",
+        "_bind_id",
+        "_conference_id",
+        "_server_features",
     )
 
     def __init__(
@@ -145,6 +159,7 @@ class Participant:
         self.nick: str | None = None
         self.sm_enabled = False
         self.inbound = 0  # stanzas handled since SM was enabled: the `h` of XEP-0198
+        self.ack_requested = False  # the server sent <r/>; :meth:`ack` answers it
         self._ids = 0
         self._bind_id = self._conference_id = ""
         self._server_features: ET.Element | None = None
@@ -196,16 +211,25 @@ class Participant:
         """The awaited answer did not come in time. A conference request timing out is not fatal
         (JXS goes on and joins the MUC); anything else fails the participant."""
         if self.phase is Phase.REQUESTING_CONFERENCE:
-            step = Step([], [Event("conference_timeout", error=f"no answer from {self.conference_target} "
-                                   f"in {after_s:g} s", level="warn")])
+            step = Step(
+                [],
+                [
+                    Event(
+                        "conference_timeout",
+                        error=f"no answer from {self.conference_target} in {after_s:g} s",
+                        level="warn",
+                    )
+                ],
+            )
             return self._after_conference(step)
         if self.phase is Phase.LEAVING:
             self.phase = Phase.CLOSED
             return Step([], [Event("disconnected", jid=self.jid, message="left (server did not close)")])
         if not self.waiting:
             return Step()
-        step = self._fail(Event("disconnected", error=f"timeout after {after_s:g} s ({self.phase.value})",
-                                level="error"))
+        step = self._fail(
+            Event("disconnected", error=f"timeout after {after_s:g} s ({self.phase.value})", level="error")
+        )
         step.send.append(CLOSE_FRAME)
         return step
 
@@ -213,8 +237,21 @@ class Participant:
         """An XMPP ping to the domain (JXS sends one every 10 s once in the room)."""
         if self.phase is not Phase.IN:
             return []
-        return [f'<iq to={quoteattr(self.domain)} type="get" id="{self._next_id("ping")}" '
-                f'xmlns="jabber:client"><ping xmlns="{PING_NS}"/></iq>']
+        return [
+            f'<iq to={quoteattr(self.domain)} type="get" id="{self._next_id("ping")}" '
+            f'xmlns="jabber:client"><ping xmlns="{PING_NS}"/></iq>'
+        ]
+
+    def ack(self) -> list[str]:
+        """Answer the server's pending ``<r/>`` with ``<a h=N/>`` (N counts every stanza handled so far).
+
+        Answering late does not spare Prosody work: it trims its unacked queue from the front,
+        so a longer queue costs it more (measured: 20 % more CPU with 0.2 s late answers).
+        """
+        if not self.ack_requested:
+            return []
+        self.ack_requested = False
+        return [f'<a xmlns="{SM_NS}" h="{self.inbound}"/>']
 
     def leave(self) -> list[str]:
         """Leave cleanly: unavailable presence to the room and to the server, then ``<close/>``."""
@@ -222,8 +259,9 @@ class Participant:
             return []
         frames = []
         if self.phase is Phase.IN and self.join_muc:
-            frames.append(f'<presence to={quoteattr(self.occupant_jid)} type="unavailable" '
-                          'xmlns="jabber:client"/>')
+            frames.append(
+                f'<presence to={quoteattr(self.occupant_jid)} type="unavailable" xmlns="jabber:client"/>'
+            )
         if self.jid is not None:
             frames.append('<presence type="unavailable" xmlns="jabber:client"/>')
         frames.append(CLOSE_FRAME)
@@ -241,8 +279,9 @@ class Participant:
         try:
             element = ET.fromstring(frame)
         except ET.ParseError as error:
-            step = self._fail(Event("stanza_error", error=f"unparsable frame from server: {error}",
-                                    level="error"))
+            step = self._fail(
+                Event("stanza_error", error=f"unparsable frame from server: {error}", level="error")
+            )
             step.send.append(CLOSE_FRAME)
             return step
         name = local_name(element.tag)
@@ -263,8 +302,13 @@ class Participant:
             mechanisms = [(m.text or "").strip() for m in element.iterfind("{*}mechanisms/{*}mechanism")]
             if "ANONYMOUS" not in mechanisms:
                 offered = ", ".join(mechanisms) or "none"
-                step = self._fail(Event("stanza_error", error=f"server does not offer SASL ANONYMOUS "
-                                        f"(offers: {offered})", level="error"))
+                step = self._fail(
+                    Event(
+                        "stanza_error",
+                        error=f"server does not offer SASL ANONYMOUS (offers: {offered})",
+                        level="error",
+                    )
+                )
                 step.send.append(CLOSE_FRAME)
                 return step
             self.phase = Phase.AUTHENTICATING
@@ -273,8 +317,9 @@ class Participant:
             self._server_features = element
             self.phase = Phase.BINDING
             self._bind_id = self._next_id("bind")
-            return Step([f'<iq type="set" id="{self._bind_id}" xmlns="jabber:client">'
-                         f'<bind xmlns="{BIND_NS}"/></iq>'])
+            return Step(
+                [f'<iq type="set" id="{self._bind_id}" xmlns="jabber:client"><bind xmlns="{BIND_NS}"/></iq>']
+            )
         return Step()
 
     def _on_success(self, element: ET.Element) -> Step:
@@ -303,13 +348,13 @@ class Participant:
     def _on_sm_failed(self, element: ET.Element) -> Step:
         if self.phase is not Phase.ENABLING_SM:
             return Step()
-        return self._online(Step([], [Event("stanza_error", jid=self.jid, level="warn",
-                                            error="stream management refused")]))
+        return self._online(
+            Step([], [Event("stanza_error", jid=self.jid, level="warn", error="stream management refused")])
+        )
 
     def _on_ack_request(self, element: ET.Element) -> Step:
-        if not self.sm_enabled:
-            return Step()
-        return Step([f'<a xmlns="{SM_NS}" h="{self.inbound}"/>'])
+        self.ack_requested = self.sm_enabled
+        return Step()
 
     def _on_stream_error(self, element: ET.Element) -> Step:
         condition, text = "", ""
@@ -359,8 +404,9 @@ class Participant:
             if stanza_id == self._conference_id and self.phase is Phase.REQUESTING_CONFERENCE:
                 step = Step()
                 if kind == "error":
-                    step.events.append(Event("conference_error", error=error_text(element), level="warn",
-                                             jid=self.jid))
+                    step.events.append(
+                        Event("conference_error", error=error_text(element), level="warn", jid=self.jid)
+                    )
                 return self._after_conference(step)
             return Step()  # ping results, session-accept acknowledgements
         if kind not in ("get", "set"):
@@ -375,9 +421,13 @@ class Participant:
             if payload.get("action") == "session-initiate":
                 frames.append(self._session_accept(sender, payload.get("sid", "")))
             return Step(frames)
-        return Step([f'<iq to={quoteattr(sender)} type="error" id={quoteattr(stanza_id)} '
-                     f'xmlns="jabber:client"><error type="cancel"><service-unavailable '
-                     f'xmlns="{STANZAS_NS}"/></error></iq>'])
+        return Step(
+            [
+                f'<iq to={quoteattr(sender)} type="error" id={quoteattr(stanza_id)} '
+                f'xmlns="jabber:client"><error type="cancel"><service-unavailable '
+                f'xmlns="{STANZAS_NS}"/></error></iq>'
+            ]
+        )
 
     def _bound(self, element: ET.Element) -> Step:
         if element.get("type") == "error":
@@ -410,10 +460,15 @@ class Participant:
             step.send.append(
                 f'<iq to={quoteattr(self.conference_target)} type="set" id="{self._conference_id}" '
                 f'xmlns="jabber:client"><conference xmlns="{FOCUS_NS}" machine-uid={quoteattr(machine_uid)} '
-                f'room={quoteattr(self.room_jid)}/></iq>'
+                f"room={quoteattr(self.room_jid)}/></iq>"
             )
-            step.events.append(Event("conference_request", jid=self.jid,
-                                     message=f"conference request to {self.conference_target}"))
+            step.events.append(
+                Event(
+                    "conference_request",
+                    jid=self.jid,
+                    message=f"conference request to {self.conference_target}",
+                )
+            )
             return step
         return self._after_conference(step)
 
@@ -435,8 +490,18 @@ class Participant:
                 step = self._fail(Event("stanza_error", error=error_text(element), level="error"))
                 step.send.append(CLOSE_FRAME)
                 return step
-            return Step([], [Event("stanza_error", jid=self.jid, error=error_text(element), level="warn",
-                                   message=f"presence error from {sender}")])
+            return Step(
+                [],
+                [
+                    Event(
+                        "stanza_error",
+                        jid=self.jid,
+                        error=error_text(element),
+                        level="warn",
+                        message=f"presence error from {sender}",
+                    )
+                ],
+            )
         if kind == "unavailable" or self.phase is not Phase.JOINING:
             return Step()
         if any(status.get("code") == "110" for status in element.iterfind(f"{{{MUC_USER_NS}}}x/{{*}}status")):
@@ -489,15 +554,17 @@ class Participant:
             '<transport xmlns="urn:xmpp:jingle:transports:ice-udp:1" ufrag="swrm" '
             'pwd="swarmswarmswarmswarmswa">'
             '<fingerprint xmlns="urn:xmpp:jingle:apps:dtls:0" hash="sha-256" setup="active">'
-            + ":".join(["00"] * 32) + "</fingerprint></transport>"
+            + ":".join(["00"] * 32)
+            + "</fingerprint></transport>"
         )
-        audio = description("audio", audio_ssrc,
-                            '<payload-type id="111" name="opus" clockrate="48000" channels="2"/>')
+        audio = description(
+            "audio", audio_ssrc, '<payload-type id="111" name="opus" clockrate="48000" channels="2"/>'
+        )
         video = description("video", video_ssrc, '<payload-type id="100" name="VP8" clockrate="90000"/>')
         return (
             f'<iq to={quoteattr(initiator)} type="set" id="{self._next_id("accept")}" xmlns="jabber:client">'
             f'<jingle xmlns="{JINGLE_NS}" action="session-accept" initiator={quoteattr(initiator)} '
-            f'responder={quoteattr(self.jid or "")} sid={quoteattr(sid)}>'
+            f"responder={quoteattr(self.jid or '')} sid={quoteattr(sid)}>"
             '<group xmlns="urn:xmpp:jingle:apps:grouping:0" semantics="BUNDLE">'
             '<content name="audio"/><content name="video"/></group>'
             f'<content creator="responder" name="audio" senders="both">{audio}{transport}</content>'
