@@ -1,0 +1,249 @@
+"""The swarm end to end against a real Prosody on 127.0.0.1, and its faults (a few seconds each)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from prosody_analyze.capture import EVENTS_JSONL, MANIFEST_FILE
+from prosody_analyze.ingest import ingest
+from prosody_analyze.local_prosody import LocalProsody, free_port
+from prosody_analyze.schema import EVENT_KINDS
+from prosody_analyze.swarm import SwarmConfig, run_swarm
+
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/prosody").exists(), reason="needs Debian's prosody")
+
+
+def events_of(capture: Path) -> list[dict]:
+    return [json.loads(line) for line in (capture / EVENTS_JSONL).read_text().splitlines()]
+
+
+def small(prosody, **options) -> SwarmConfig:
+    values = dict(domain="localhost", service=prosody.websocket_url, rooms=2, participants=5, duration=0.3,
+                  stage_timeout=5)
+    values.update(options)
+    return SwarmConfig(**values)
+
+
+def test_two_rooms_of_five_join_leave_and_the_capture_ingests(local_prosody, tmp_path):
+    capture = tmp_path / "capture"
+    summary = run_swarm(small(local_prosody, room_prefix="ci"), capture, progress=False)
+    assert (summary.joined, summary.failed, summary.dropped, summary.left) == (10, 0, 0, 10)
+    assert summary.ok and summary.exit_code == 0 and summary.all_joined_s is not None
+    assert all(summary.stage_seconds[stage]["count"] == 10 for stage in ("connect", "auth", "bind", "join"))
+
+    events = events_of(capture)
+    assert all(event["kind"] in EVENT_KINDS and event["capture"] == 1 for event in events)
+    per_participant: dict[str, list[str]] = {}
+    for event in events:
+        if "participant" in event:
+            per_participant.setdefault(event["participant"], []).append(event["kind"])
+    assert sorted(per_participant) == [f"{room}-{i}" for room in (0, 1) for i in range(5)]
+    for kinds in per_participant.values():
+        # no Jicofo here: Prosody answers the conference request with an error, and the join goes on
+        assert kinds == ["connection_opened", "authenticated", "resource_bound", "sm_enabled",
+                         "conference_request", "conference_error", "muc_join_sent", "muc_joined",
+                         "disconnected"]
+    joined = [e for e in events if e["kind"] == "muc_joined"]
+    assert {e["room"] for e in joined} == {"ci-0", "ci-1"}
+    assert all(re.fullmatch(r"[^@/]+@localhost/[^/]+", e["jid"]) for e in joined)
+    assert sum(e["kind"] == "all_joined" for e in events) == 1
+
+    manifest = json.loads((capture / MANIFEST_FILE).read_text())
+    assert manifest["end"] and manifest["summary"]["joined"] == 10
+    assert manifest["config"]["rooms"] == 2 and manifest["target"] == local_prosody.websocket_url
+
+    ingest([capture], tmp_path / "analysis")
+    sessions = pl.read_parquet(tmp_path / "analysis" / "sessions.parquet")
+    sessions = sessions.filter(pl.col("origin") == "client")
+    assert sessions.height == 10
+    assert sessions["outcome"].to_list() == ["joined"] * 10
+
+
+def test_a_jxs_config_runs_as_is_from_the_command_line(local_prosody, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"domain": "localhost", "service": local_prosody.websocket_url,
+                                  "roomPrefix": "jxs", "duration": 0.2, "delay": 20}))
+    done = subprocess.run(
+        [sys.executable, "-m", "prosody_analyze", "swarm", "--config", str(config), "2", "3",
+         "--out", str(tmp_path / "capture"), "--json", "--no-progress"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["target"], summary["joined"], summary["left"]) == (6, 6, 6)
+    assert {e["room"] for e in events_of(tmp_path / "capture") if "room" in e} == {"jxs-0", "jxs-1"}
+
+
+def test_out_dash_streams_the_capture_on_stdout_and_nothing_else(local_prosody, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "prosody_analyze", "swarm", "--domain", "localhost",
+         "--service", local_prosody.websocket_url, "--rooms", "1", "--participants", "4", "--duration", "0.2",
+         "--shard", "1/2", "--start-at", "+0s", "--room-prefix", "stream", "--out", "-"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert all(line["capture"] == 1 and line["shard"] == "1/2" for line in lines)
+    assert sorted({line["participant"] for line in lines if "participant" in line}) == ["0-1", "0-3"]
+    assert any(line["kind"] == "run_info" and line["message"].startswith("manifest ") for line in lines)
+    assert "joined" in done.stderr  # the summary went to stderr
+
+
+def test_source_addresses_spread_the_connections(local_prosody, tmp_path):
+    summary = run_swarm(small(local_prosody, rooms=1, participants=4,
+                              source_addresses=("127.0.0.2", "127.0.0.3")), tmp_path / "c", progress=False)
+    assert summary.joined == 4
+    log = local_prosody.log_path.read_text()
+    assert "127.0.0.2" in log and "127.0.0.3" in log
+
+
+class Http500Front:
+    """A loopback TCP front for Prosody: every other WebSocket upgrade gets HTTP 500, the rest are piped."""
+
+    def __init__(self, backend_port: int):
+        self.backend_port = backend_port
+        self.port = free_port()
+        self.requests = 0
+        self.refused = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        serving = asyncio.start_server(self._client, "127.0.0.1", self.port)
+        self._server = self._loop.run_until_complete(serving)
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _client(self, reader, writer) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests += 1
+        if self.requests % 2 == 1:
+            self.refused += 1
+            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                         b"Connection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+        up_writer.write(head)
+
+        async def pipe(source, sink):
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def __enter__(self) -> Http500Front:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def test_http_500_on_upgrade_is_recorded_with_its_status_and_retried(local_prosody, tmp_path):
+    with Http500Front(local_prosody.http_port) as front:
+        service = f"ws://127.0.0.1:{front.port}/xmpp-websocket"
+        summary = run_swarm(small(local_prosody, service=service, retries=2, retry_backoff=0.05,
+                                  max_connecting=1), tmp_path / "c", progress=False)
+    events = events_of(tmp_path / "c")
+    http_errors = [e for e in events if e["kind"] == "http_error"]
+    assert len(http_errors) == front.refused >= 5
+    assert all(e["http_status"] == 500 and e["stage"] == "connected" for e in http_errors)
+    assert all("HTTP 500" in e["error"] for e in http_errors)
+    retries = [e for e in events if e["kind"] == "retry"]
+    assert all(e["http_status"] == 500 and e["message"].startswith("retry ") for e in retries)
+    # each refusal was either retried or, after the last retry, counted as a failure at `connected`
+    assert len(retries) == summary.retries == len(http_errors) - summary.failed
+    assert summary.failures_by_stage in ({}, {"connected": summary.failed})
+    assert summary.joined + summary.failed == 10 and summary.joined >= 8
+
+
+def test_http_500_without_retries_fails_those_participants_only(local_prosody, tmp_path):
+    with Http500Front(local_prosody.http_port) as front:
+        service = f"ws://127.0.0.1:{front.port}/xmpp-websocket"
+        summary = run_swarm(small(local_prosody, service=service, max_connecting=1), tmp_path / "c",
+                            progress=False)
+    assert (summary.joined, summary.failed) == (5, 5)
+    assert summary.http_statuses == {500: 5} and summary.failures_by_stage == {"connected": 5}
+    assert summary.exit_code == 1
+
+
+def test_unreachable_target_ends_quickly_with_one_clear_error(tmp_path):
+    service = f"ws://127.0.0.1:{free_port()}/xmpp-websocket"
+    done = subprocess.run(
+        [sys.executable, "-m", "prosody_analyze", "swarm", "--domain", "localhost", "--service", service,
+         "--rooms", "3", "--participants", "10", "--out", str(tmp_path / "c"), "--no-progress"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("prosody-analyze: error:")]
+    assert errors == [f"prosody-analyze: error: cannot connect to {service}: connection refused"]
+    assert "Traceback" not in done.stderr
+
+
+def test_wrong_domain_fails_every_participant_with_the_servers_reason(local_prosody, tmp_path):
+    summary = run_swarm(small(local_prosody, domain="wrong.example"), tmp_path / "c", progress=False)
+    assert summary.joined == 0 and summary.failures_by_stage == {"authenticated": 10}
+    assert summary.error == ("10/10 participants failed (most at stage authenticated): "
+                             "stream error: host-unknown - This server does not serve wrong.example")
+
+
+def test_refused_muc_join_fails_at_the_joined_stage(local_prosody, tmp_path):
+    summary = run_swarm(small(local_prosody, muc="conference.elsewhere.example"), tmp_path / "c",
+                        progress=False)
+    assert summary.joined == 0 and summary.failures_by_stage == {"joined": 10}
+    assert "Communication with remote domains is not enabled" in summary.error
+
+
+def test_prosody_killed_mid_run_ends_the_swarm_with_everything_before_the_kill(tmp_path):
+    capture = tmp_path / "capture"
+    with LocalProsody(tmp_path / "prosody") as prosody:
+        config = small(prosody, duration=None)  # would hold until Ctrl-C
+        outcome = {}
+
+        def kill_when_all_joined():
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                path = capture / EVENTS_JSONL
+                if path.exists() and path.read_text().count('"kind":"muc_joined"') == 10:
+                    outcome["killed_at"] = time.monotonic()
+                    os.kill(prosody.pid, signal.SIGKILL)
+                    return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_when_all_joined)
+        killer.start()
+        summary = run_swarm(config, capture, progress=False)
+        ended = time.monotonic()
+        killer.join()
+    assert ended - outcome["killed_at"] < 5
+    assert (summary.joined, summary.dropped, summary.left) == (10, 10, 0)
+    assert summary.exit_code == 1 and "lost its connection" in summary.error
+    events = events_of(capture)
+    assert sum(e["kind"] == "muc_joined" for e in events) == 10
+    drops = [e for e in events if e["kind"] == "disconnected"]
+    assert len(drops) == 10 and all(e["level"] == "error" and "connection lost" in e["error"] for e in drops)
+    assert json.loads((capture / MANIFEST_FILE).read_text())["summary"]["dropped"] == 10
