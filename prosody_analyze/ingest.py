@@ -24,7 +24,15 @@ from .capture import MANIFEST_FILE, METRICS_CSV
 from .errors import UserError
 from .parsers import parse_file, sniff
 from .parsers.source import ReadNotes
-from .schema import EVENT_SCHEMA, EVENTS_FILE, METRIC_SCHEMA, METRICS_FILE, SESSIONS_FILE, conform
+from .schema import (
+    EVENT_SCHEMA,
+    EVENTS_FILE,
+    METRIC_SCHEMA,
+    METRICS_FILE,
+    SESSION_SCHEMA,
+    SESSIONS_FILE,
+    conform,
+)
 from .sessions import build_sessions
 
 SUMMARY_FILE = "ingest.json"
@@ -137,25 +145,14 @@ def read_metrics_csv(path: Path, display: str) -> pl.DataFrame:
     return conform(table, METRIC_SCHEMA)
 
 
-class _PartWriter:
-    """Numbered Parquet parts in a scratch directory, later streamed into one file."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.parts: list[Path] = []
-
-    def __call__(self, frame: pl.DataFrame) -> None:
-        part = self.directory / f"part-{len(self.parts):06d}.parquet"
-        frame.write_parquet(part)
-        self.parts.append(part)
-
-    def discard_from(self, index: int) -> None:
-        for part in self.parts[index:]:
-            part.unlink(missing_ok=True)
-        del self.parts[index:]
-
-
-def _ingest_one(path: Path, writer: _PartWriter, year: int | None) -> FileSummary:
+def _ingest_one(
+    path: Path,
+    scratch: Path,
+    year: int | None,
+    parts: list[pl.LazyFrame],
+    lifecycles: list[pl.LazyFrame],
+    captures: list[dict[str, Any]],
+) -> FileSummary:
     display = str(path)
     summary = FileSummary(display, path.stat().st_size, _sha256(path), "unrecognised")
     sniffed = sniff(path)
@@ -164,21 +161,22 @@ def _ingest_one(path: Path, writer: _PartWriter, year: int | None) -> FileSummar
         return summary
     summary.format = sniffed.label
     notes = ReadNotes()
-    first_part = len(writer.parts)
     try:
-        result = parse_file(path, display, sniffed, notes, writer, year=year)
+        result, events, lifecycle = parse_file(path, display, sniffed, notes, scratch, year=year)
     except Exception as error:  # a file we cannot parse must not stop the others
-        writer.discard_from(first_part)
         summary.format = "error"
         summary.notes.append(f"could not parse as {sniffed.label}: {type(error).__name__}: {error}")
         return summary
+    if events is not None:
+        parts.append(events)
+    if lifecycle is not None:
+        lifecycles.append(lifecycle)
+    captures.extend({"path": display, **manifest} for manifest in result.manifests)
     summary.lines, summary.events, summary.unparsed = result.lines, result.events, result.unparsed
     summary.first_ts, summary.last_ts = _iso(result.first_ts), _iso(result.last_ts)
     summary.notes.extend(notes.messages)
-    if notes.invalid_utf8_lines:
-        summary.notes.append(
-            f"{notes.invalid_utf8_lines} line(s) with invalid UTF-8, bad bytes shown as U+FFFD"
-        )
+    if result.invalid_utf8_lines:
+        summary.notes.append(f"{result.invalid_utf8_lines} line(s) with invalid UTF-8, shown as U+FFFD")
     return summary
 
 
@@ -200,7 +198,8 @@ def ingest(
     metric_tables: list[pl.DataFrame] = []
     scratch = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out_dir))
     try:
-        writer = _PartWriter(scratch)
+        parts: list[pl.LazyFrame] = []
+        lifecycles: list[pl.LazyFrame] = []
         for path in _progress(files, progress):
             if path.name == MANIFEST_FILE:
                 summaries.append(_manifest(path, captures))
@@ -212,17 +211,19 @@ def ingest(
                     FileSummary(str(path), path.stat().st_size, _sha256(path), "metrics", lines=table.height)
                 )
                 continue
-            summaries.append(_ingest_one(path, writer, year))
+            summaries.append(_ingest_one(path, scratch, year, parts, lifecycles, captures))
         summary = IngestSummary(str(out_dir), summaries, captures, 0, 0, 0)
         if not summary.ingested_files:
             reasons = "; ".join(f"{f.path}: {', '.join(f.notes) or f.format}" for f in summaries[:5])
             raise UserError(f"no log file could be ingested ({reasons})")
         events_path = out_dir / EVENTS_FILE
-        if writer.parts:
-            pl.scan_parquet(writer.parts).sink_parquet(events_path)
+        if parts:
+            pl.concat(parts).sink_parquet(events_path, compression="lz4")
         else:
             pl.DataFrame(schema=EVENT_SCHEMA).write_parquet(events_path)
-        sessions = build_sessions(pl.scan_parquet(events_path))
+        sessions = (
+            build_sessions(pl.concat(lifecycles)) if lifecycles else pl.DataFrame(schema=SESSION_SCHEMA)
+        )
         sessions.write_parquet(out_dir / SESSIONS_FILE)
         summary.events = sum(f.events for f in summaries if f.ingested)
         summary.sessions = sessions.height

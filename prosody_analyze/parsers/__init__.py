@@ -1,24 +1,24 @@
 """Log formats: the sniffer that tells them apart and the registry of their parsers.
 
-Each format module has ``NAME``, ``LINE_RE`` (a line of that format, once any ``kubectl``/pm2
-wrapping is removed) and ``parse(frame, context)`` turning a frame of ``(seq, line)`` into
-event columns plus a boolean ``parsed``. Prosody's formats are parsed chunk by chunk, with
-bounded memory whatever the file size; the client formats (small, with multi-line records)
-are parsed whole.
+Each format module has ``NAME`` and ``LINE_RE`` (a line of that format, once any ``kubectl``/pm2
+wrapping is removed). Prosody's formats have ``scan(path, context)``, a streaming polars scan
+(bounded memory whatever the file size, see ``prosody_server`` for its two passes); the client
+formats (small, with multi-line records) have ``parse(frame, context)`` turning a frame of
+``(seq, line)`` into event columns plus a boolean ``parsed``, run on the whole file at once.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
 from ..schema import EVENT_SCHEMA, conform
-from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, ws_errors
+from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
 from .source import (
     SAMPLE_BYTES,
@@ -35,9 +35,10 @@ from .source import (
 FORMATS = {
     module.NAME: module for module in (prosody_file, prosody_console, jxs, jxs_dump, capture, ws_errors)
 }
-CHUNKED = {prosody_file.NAME, prosody_console.NAME}
+STREAMED = {prosody_file.NAME, prosody_console.NAME}
 MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
+REFINE_ROWS = 250_000  # detail rows refined at a time: bounds memory on huge logs
 
 
 @dataclass(frozen=True)
@@ -134,45 +135,116 @@ class FileResult:
     lines: int = 0
     events: int = 0
     unparsed: int = 0
+    invalid_utf8_lines: int = 0
     first_ts: datetime | None = None
     last_ts: datetime | None = None
+    manifests: list[dict] = field(default_factory=list)  # swarm manifests found inside the log
 
 
-def _merge_span(result: FileResult, events: pl.DataFrame) -> None:
+def _plain_text(path: Path, notes: ReadNotes, scratch: Path) -> Path:
+    """The file itself, or for gzip its decompressed copy in ``scratch`` (streamed, bounded memory)."""
+    if not is_gzip(path):
+        return path
+    handle, name = tempfile.mkstemp(prefix="plain-", suffix=".log", dir=scratch)
+    os.close(handle)
+    plain = Path(name)
+    with open(plain, "wb") as out:
+        for block in iter_bytes(path, notes):
+            out.write(block)
+    return plain
+
+
+def _scratch_file(scratch: Path, prefix: str) -> Path:
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=".parquet", dir=scratch)
+    os.close(handle)
+    return Path(name)
+
+
+def _stream(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
+    """Prosody formats, in bounded memory whatever the size (see ``prosody_server`` for the passes).
+
+    Scan 1 streams the rows that need a closer look to a scratch part, with the file's figures;
+    they are refined a slice at a time. Scan 2 streams the other rows straight into the result.
+    Rows come out grouped (plain rows, then refined rows): sort by ``seq`` for the line order.
+    """
+    plain = _plain_text(path, notes, scratch)
+    detail_part = _scratch_file(scratch, "detail-")
+    scan = module.scan(plain, context)
+    stats = scan.select(
+        pl.len().alias("rows"),
+        pl.col("seq").max().alias("lines"),
+        pl.col("detail").sum().alias("detail_rows"),
+        (pl.col("kind") == prosody_server.UNPARSED).sum().alias("unparsed"),
+        pl.col("ts").min().alias("first_ts"),
+        pl.col("ts").max().alias("last_ts"),
+        pl.col("message").str.contains("\ufffd", literal=True).sum().alias("invalid_utf8_lines"),
+    )
+    sink = (
+        scan.filter(pl.col("detail")).drop("detail").sink_parquet(detail_part, compression="lz4", lazy=True)
+    )
+    figures = pl.collect_all([stats, sink])[0].row(0, named=True)
+    refined_parts = []
+    refined_rows = 0
+    detail = pl.scan_parquet(detail_part)
+    for offset in range(0, figures["detail_rows"] or 0, REFINE_ROWS):
+        rows = detail.slice(offset, REFINE_ROWS).collect()
+        refined = conform(prosody_server.refine(rows).with_columns(file=pl.lit(display)), EVENT_SCHEMA)
+        refined_rows += refined.height
+        part = _scratch_file(scratch, "refined-")
+        refined.write_parquet(part, compression="lz4")
+        refined_parts.append(part)
+    result = FileResult(
+        lines=figures["lines"] or 0,
+        events=(figures["rows"] or 0) - (figures["detail_rows"] or 0) + refined_rows,
+        unparsed=figures["unparsed"] or 0,
+        invalid_utf8_lines=figures["invalid_utf8_lines"] or 0,
+        first_ts=figures["first_ts"],
+        last_ts=figures["last_ts"],
+    )
+    plain_rows = conform(
+        module.scan(plain, context).filter(~pl.col("detail")).with_columns(file=pl.lit(display)), EVENT_SCHEMA
+    )
+    lifecycle = pl.scan_parquet(refined_parts) if refined_parts else None
+    events = pl.concat([plain_rows, lifecycle]) if lifecycle is not None else plain_rows
+    return result, events, lifecycle
+
+
+def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
+    """Client formats (small, multi-line records): all lines at once, in memory."""
+    frames = [frame.filter(pl.col("line").str.contains(r"\S")) for frame in iter_line_frames(path, notes)]
+    frames = [frame for frame in frames if frame.height]
+    if not frames:
+        return FileResult(invalid_utf8_lines=notes.invalid_utf8_lines), None, None
+    lines = frames[-1]["seq"].max()
+    parsed = module.parse(unwrap(pl.concat(frames), context.wrapping), context)
+    events = conform(parsed.with_columns(file=pl.lit(display)), EVENT_SCHEMA).sort("seq")
     stamps = events["ts"].drop_nulls()
-    if stamps.len():
-        low, high = stamps.min(), stamps.max()
-        result.first_ts = low if result.first_ts is None else min(result.first_ts, low)
-        result.last_ts = high if result.last_ts is None else max(result.last_ts, high)
+    result = FileResult(
+        lines=lines,
+        events=events.height,
+        unparsed=int((~parsed["parsed"]).sum()),
+        invalid_utf8_lines=notes.invalid_utf8_lines,
+        first_ts=stamps.min() if stamps.len() else None,
+        last_ts=stamps.max() if stamps.len() else None,
+    )
+    if module is capture:
+        result.manifests = capture.manifests(events)
+    part = _scratch_file(scratch, "whole-")
+    events.write_parquet(part, compression="lz4")
+    return result, pl.scan_parquet(part), pl.scan_parquet(part)
 
 
 def parse_file(
-    path: Path,
-    display: str,
-    sniffed: Sniffed,
-    notes: ReadNotes,
-    write: Callable[[pl.DataFrame], None],
-    year: int | None = None,
-) -> FileResult:
-    """Parse one recognised file, handing each chunk of schema-conformant events to ``write``."""
+    path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
+) -> tuple[FileResult, pl.LazyFrame | None, pl.LazyFrame | None]:
+    """Parse one recognised file: its figures, a lazy frame of its events (EVENT_SCHEMA) and a
+    smaller one holding at least its session lifecycle events (for ``build_sessions``).
+
+    The frames read files in ``scratch``, which must live until they are consumed.
+    """
     assert sniffed.format is not None
     module = FORMATS[sniffed.format]
     first_year, first_month = _year_and_month(path, sniffed, year)
     context = FileContext(display, pm2.process_name(path), sniffed.wrapping, first_year, first_month)
-    result = FileResult()
-    frames: Iterator[pl.DataFrame] = iter_line_frames(path, notes)
-    if sniffed.format not in CHUNKED:  # small files with multi-line records: parse them whole
-        whole = list(frames)
-        frames = iter([pl.concat(whole)] if whole else [])
-    for frame in frames:
-        result.lines += frame.height
-        frame = frame.filter(pl.col("line").str.contains(r"\S"))  # blank lines carry nothing
-        if frame.height == 0:
-            continue
-        parsed = module.parse(unwrap(frame, sniffed.wrapping), context)
-        events = conform(parsed.with_columns(file=pl.lit(display)), EVENT_SCHEMA)
-        result.events += events.height
-        result.unparsed += int((~parsed["parsed"]).sum())
-        _merge_span(result, events)
-        write(events)
-    return result
+    parse = _stream if sniffed.format in STREAMED else _whole
+    return parse(path, display, module, context, notes, scratch)

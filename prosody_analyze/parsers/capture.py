@@ -67,3 +67,20 @@ def parse(frame: pl.DataFrame, context: FileContext) -> pl.DataFrame:
             .then(pl.lit("info")),
         ),
     )
+
+
+MANIFEST_PREFIX = "manifest "
+
+
+def manifests(events: pl.DataFrame) -> list[dict]:
+    """Manifests a capture streamed to stdout (``swarm --out -``) carries as ``run_info`` lines."""
+    found = []
+    lines = events.filter((pl.col("kind") == "run_info") & pl.col("message").str.starts_with(MANIFEST_PREFIX))
+    for text in lines["message"]:
+        try:
+            manifest = json.loads(text[len(MANIFEST_PREFIX) :])
+        except ValueError:
+            continue
+        if isinstance(manifest, dict):
+            found.append(manifest)
+    return found

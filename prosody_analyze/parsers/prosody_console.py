@@ -1,45 +1,66 @@
 """Prosody's console sink, as ``docker logs`` / ``kubectl logs`` show it.
 
 ``c2s5648e2de8a80<spaces>info<TAB>Client connected``: the source is padded to a column that
-grows with the longest source seen, so the line is split as "source, spaces, level, TAB",
-never at fixed columns. Images since 2023 put ``YYYY-MM-DD HH:MM:SS`` in front; without it
+grows with the longest source seen, so the head is read as "source, spaces, level" before the
+TAB, never at fixed columns. Images since 2023 put ``YYYY-MM-DD HH:MM:SS`` in front; without it
 (and without ``kubectl logs --timestamps``) ``ts`` is null and ``seq`` keeps the order.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import polars as pl
 
 from .context import FileContext
-from .prosody_server import CONTINUATION, classify, group_continuations
+from .prosody_fields import joined, scan_fields, unwrap_head
+from .prosody_server import DETAIL_KINDS, LEVEL_NAMES, coarse_kind, session_of
 
 NAME = "prosody-console"
-HEAD = r"^(?:(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) )?(\S+)\s+(debug|info|warn|error)$"
 LINE_RE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\S+\s+(?:debug|info|warn|error)\t")
 
 
-def parse(frame: pl.DataFrame, context: FileContext) -> pl.DataFrame:
-    line = pl.col("line")
-    parts = line.str.splitn("\t", 2)
-    head = parts.struct.field("field_0").str.extract_groups(HEAD)
+def scan(path: Path, context: FileContext) -> pl.LazyFrame:
+    """Pass 1 over a plain-text file: one row per line, provisional kinds (see ``prosody_server``)."""
+    frame = unwrap_head(scan_fields(path), context.wrapping)
+    head = pl.col("a")
+    dated = (head.str.slice(4, 1) == "-") & (head.str.slice(10, 1) == " ") & (head.str.slice(13, 1) == ":")
     frame = frame.with_columns(
-        stamp=head.struct.field("1").str.strptime(
-            pl.Datetime("us", "UTC"), "%Y-%m-%d %H:%M:%S", strict=False
+        stamp=pl.when(dated).then(
+            head.str.slice(0, 19).str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%d %H:%M:%S", strict=False)
         ),
-        source=head.struct.field("2"),
-        level=head.struct.field("3"),
-        body=parts.struct.field("field_1"),
-    ).with_columns(parsed=pl.col("level").is_not_null() & pl.col("body").is_not_null())
-    ts = pl.coalesce("stamp", "wrap_ts") if "wrap_ts" in frame.columns else pl.col("stamp")
+        rest=pl.when(dated).then(head.str.slice(20)).otherwise(head),
+    )
+    rest = pl.col("rest")
+    level = pl.lit(None, pl.String)
+    for name in LEVEL_NAMES:
+        level = pl.when(rest.str.ends_with(f" {name}")).then(pl.lit(name)).otherwise(level)
+    ts = pl.coalesce("stamp", "wrap_ts") if context.wrapping.kubectl_time else pl.col("stamp")
+    parsed = level.is_not_null()
+    continuation = (head.is_null() & pl.col("b").is_not_null()) | head.str.contains(
+        r"^(?:\s+\S|stack traceback:)"
+    )
     frame = frame.with_columns(
         ts=ts,
-        line=pl.when(pl.col("parsed")).then(pl.col("body")).otherwise(line),
-        start=pl.col("parsed") | ~line.str.contains(CONTINUATION),
-    ).drop("stamp", "body")
-    frame = group_continuations(frame).with_columns(
-        level=pl.when(pl.col("parsed")).then(pl.col("level")).when(pl.col("orphan")).then(pl.lit("error")),
-        parsed=pl.col("parsed") | (pl.col("orphan") & pl.col("line").str.contains(CONTINUATION)),
+        source=rest.str.splitn(" ", 2).struct.field("field_0"),
+        level=pl.when(parsed).then(level).otherwise(pl.col("b")),
+        message=pl.when(parsed).then(joined("b", "c").fill_null("")).otherwise(joined("c", "d")),
+        parsed=parsed,
+        raw_a=pl.when(~parsed).then(head),
     )
-    return classify(frame.rename({"line": "message"})).drop("orphan")
+    kind = coarse_kind(pl.col("parsed"), continuation)
+    keep = [
+        "seq",
+        "ts",
+        "source",
+        "level",
+        "message",
+        "raw_a",
+        *(["shard"] if context.wrapping.kubectl_prefix else []),
+    ]
+    return frame.select(
+        *keep,
+        kind.alias("kind"),
+        session_of(pl.col("source")).alias("session"),
+    ).with_columns(detail=pl.col("kind").is_in(DETAIL_KINDS), origin=pl.lit("server"))

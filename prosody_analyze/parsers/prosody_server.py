@@ -1,34 +1,57 @@
 """What a Prosody log line means: its event kind and the session, JID, room or HTTP request in it.
 
 Shared by the file format and the console (``kubectl logs``) format, which differ only in how
-time, source and level are laid out. Only cheap literal tests run on every line; the regular
-expressions run on the few rows whose kind needs a field pulled out (see :func:`classify`).
+time, source and level are laid out. It works in two passes so that gigabytes stream through:
+
+1. :func:`coarse_kind` runs on every line inside the streaming scan, with cheap literal
+   prefix tests only. Lines that need more (a JID to pull out, a stanza to look into, the
+   line above an error, a traceback to fold) get a provisional kind and ``detail = true``.
+2. :func:`refine` runs on those few rows only, in memory, with regular expressions and
+   windows over sessions, and gives them their final kind and fields.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-LEVEL_NAMES = ("debug", "info", "warn", "error")
-# Lines that continue the record above them (a Lua traceback) rather than start one.
-CONTINUATION = r"^(?:\s|stack traceback:)"
-
-# Presence the server sends to a session; the first one from the occupant the session asked to
-# join as is its self-presence: the MUC join succeeded (the status 110 is not in the log line).
-PRESENCE_OUT = "presence_out"
+LEVEL_NAMES = ["debug", "info", "warn", "error"]
+# Provisional kinds of pass 1, resolved by `refine`.
+IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT = "iq_in", "presence_in", "message_out", "error_out"
+CONTINUATION, UNPARSED, CONTEXT = "continuation", "unparsed", "context"
+DETAIL_KINDS = [
+    # lifecycle kinds that need nothing more, kept here so sessions read them from the small table
+    "connection_opened",
+    "sm_enabled",
+    "disconnected",
+    "authenticated",
+    "resource_bound",
+    IQ_IN,
+    PRESENCE_IN,
+    MESSAGE_OUT,
+    ERROR_OUT,
+    "session_destroyed",
+    "hibernation_timeout",
+    "http_request",
+    "traceback",
+    CONTINUATION,
+    UNPARSED,
+    CONTEXT,
+]
+# Sources whose lines explain the error reply logged right after them.
+CONTEXT_SOURCES = ["stanzarouter"]
 
 msg = pl.col("message")
 src = pl.col("source")
+kind_col = pl.col("kind")
 
 
-def _kind() -> pl.Expr:
+def coarse_kind(parsed: pl.Expr, continuation: pl.Expr) -> pl.Expr:
+    """Pass 1: the kind from literal prefixes of ``message`` (provisional where ``refine`` must look)."""
     starts = msg.str.starts_with
-
-    def has(text: str) -> pl.Expr:
-        return msg.str.contains(text, literal=True)
-
-    return (
-        pl.when(starts("Client connected"))
+    chain = (
+        pl.when(~parsed)
+        .then(pl.when(continuation).then(pl.lit(CONTINUATION)).otherwise(pl.lit(UNPARSED)))
+        .when(starts("Client connected"))
         .then(pl.lit("connection_opened"))
         .when(starts("Websocket received frame: opcode=9"))
         .then(pl.lit("ping"))
@@ -40,16 +63,14 @@ def _kind() -> pl.Expr:
         .then(pl.lit("resource_bound"))
         .when(starts("Sending[c2s]: <enabled "))
         .then(pl.lit("sm_enabled"))
-        .when(starts("Received[c2s]: <iq ") & has("to='focus."))
-        .then(pl.lit("conference_request"))
-        .when(starts("Sending[c2s]: <iq ") & has("type='error'") & has("from='focus."))
-        .then(pl.lit("conference_error"))
-        .when(starts("Received[c2s]: <presence ") & has("@") & ~has("type='"))
-        .then(pl.lit("muc_join_sent"))
-        .when(starts("Sending[c2s]: <") & has("type='error'"))
-        .then(pl.lit("stanza_error"))
-        .when(starts("Sending[c2s]: <presence ") & ~has("type='"))
-        .then(pl.lit(PRESENCE_OUT))
+        .when(starts("Sending[c2s]: <") & msg.str.contains("type='error'", literal=True))
+        .then(pl.lit(ERROR_OUT))
+        .when(starts("Received[c2s]: <iq "))
+        .then(pl.lit(IQ_IN))
+        .when(starts("Received[c2s]: <presence "))
+        .then(pl.lit(PRESENCE_IN))
+        .when(starts("Sending[c2s]: <message "))
+        .then(pl.lit(MESSAGE_OUT))
         .when(starts("Client disconnected"))
         .then(pl.lit("disconnected"))
         .when(starts("mod_smacks hibernation timeout reached"))
@@ -64,126 +85,144 @@ def _kind() -> pl.Expr:
         .then(pl.lit("http_request"))
         .when(starts("Traceback[") | (pl.col("level") == "error"))
         .then(pl.lit("traceback"))
+        .when(src.is_in(CONTEXT_SOURCES))
+        .then(pl.lit(CONTEXT))
         .otherwise(pl.lit("unknown"))
     )
+    return chain
 
 
-DETAIL_KINDS = [
-    "authenticated",
-    "resource_bound",
-    "muc_join_sent",
-    PRESENCE_OUT,
-    "stanza_error",
-    "conference_error",
-    "session_destroyed",
-    "hibernation_timeout",
-    "http_request",
-    "traceback",
-]
+def session_of(source: pl.Expr) -> pl.Expr:
+    """The c2s session id a line belongs to, when its source is one."""
+    return pl.when(source.str.starts_with("c2s")).then(source)
 
 
-def _details(rows: pl.DataFrame) -> pl.DataFrame:
-    """Pull JID, room, HTTP request and error text out of the (few) rows whose kind has them."""
-    kind = pl.col("kind")
-    to_room = msg.str.extract(r" to='([^@']+)@", 1)
-    from_room = msg.str.extract(r" from='([^@']+)@[^'/]*/", 1)
-    first_word_after = {
-        "authenticated": "Authenticated as ",
-        "resource_bound": "Resource bound: ",
-        "session_destroyed": r"(?:Destroying session for |Unbinding resource for "
-        r"|Destroying unbound session for <?)",
-    }
-    jid = pl.lit(None, pl.String)
-    for name, lead in first_word_after.items():
-        jid = pl.when(kind == name).then(msg.str.extract(f"^{lead}([^ >]+)", 1)).otherwise(jid)
-    jid = pl.when(jid.str.contains("@", literal=True) | (kind != "session_destroyed")).then(jid)
-    room = (
-        pl.when(kind == "muc_join_sent")
-        .then(to_room)
-        .when(kind.is_in(["stanza_error", PRESENCE_OUT]))
-        .then(from_room)
+def _fold_tracebacks(rows: pl.DataFrame) -> pl.DataFrame:
+    """Fold continuation lines into the traceback (or error line) right above them."""
+    follows = (pl.col("seq") - pl.col("seq").shift(1) == 1) & pl.col("kind").shift(1).is_in(
+        ["traceback", CONTINUATION]
     )
-    occupant = (
-        pl.when(kind == "muc_join_sent")
-        .then(msg.str.extract(r" to='([^']+/[^']*)'", 1))
-        .when(kind == PRESENCE_OUT)
-        .then(msg.str.extract(r" from='([^']+/[^']*)'", 1))
+    start = ~((kind_col == CONTINUATION) & follows)
+    if rows.select(start.all()).item():
+        return rows
+    others = [c for c in rows.columns if c != "message"]
+    return (
+        rows.with_columns(record=start.cast(pl.Int64).cum_sum())
+        .group_by("record", maintain_order=True)
+        .agg(pl.col("message").str.join("\n"), *[pl.col(c).first() for c in others])
+        .drop("record")
     )
-    # Later presences to the same occupant are status updates, not joins.
-    rows = rows.with_columns(occupant=occupant).with_columns(
-        kind=pl.when(
-            (kind == "muc_join_sent")
-            & (pl.col("seq").rank("ordinal").over(["session", "occupant", "kind"]) > 1)
-        )
-        .then(pl.lit("unknown"))
-        .otherwise(kind)
-    )
-    occupant = pl.col("occupant")
-    asked = pl.when(kind == "muc_join_sent").then(occupant).forward_fill().over("session")
-    join_number = (kind == "muc_join_sent").cast(pl.Int32).cum_sum().over("session")
-    self_presence = (kind == PRESENCE_OUT) & occupant.eq_missing(asked) & occupant.is_not_null()
-    first_self = self_presence & (self_presence.cast(pl.Int32).cum_sum().over(["session", join_number]) == 1)
-    request = msg.str.extract_groups(r"^Firing event: ([A-Z]+) (\S+)")
-    error = (
-        pl.when(kind.is_in(["stanza_error", "conference_error"]) & (pl.col("prev_source") == "stanzarouter"))
-        .then(pl.col("prev_message"))
-        .when(kind.is_in(["stanza_error", "conference_error"]))
-        .then(pl.lit("error reply"))
-        .when(kind == "traceback")
-        .then(msg.str.split("\n").list.first())
-        .when(kind == "hibernation_timeout")
-        .then(pl.lit("smacks hibernation timeout"))
-    )
+
+
+def _iq_in(rows: pl.DataFrame) -> pl.DataFrame:
+    to_focus = msg.str.contains("to='focus.", literal=True)
     return rows.with_columns(
-        kind=pl.when(first_self)
-        .then(pl.lit("muc_joined"))
-        .when(kind == PRESENCE_OUT)
-        .then(pl.lit("unknown"))
-        .otherwise(kind),
-        jid=jid,
-        room=room,
-        http_method=pl.when(kind == "http_request").then(request.struct.field("1")),
-        http_path=pl.when(kind == "http_request").then(request.struct.field("2")),
-        http_status=pl.when(msg.str.starts_with("Traceback[httpserver]")).then(pl.lit(500, pl.Int16)),
-        error=error,
+        kind=pl.when(to_focus).then(pl.lit("conference_request")).otherwise(pl.lit("unknown"))
+    )
+
+
+def _presence_in(rows: pl.DataFrame) -> pl.DataFrame:
+    """A presence without type to ``room@muc/nick`` is a join request, or a status update once joined."""
+    rows = rows.with_columns(occupant=msg.str.extract(r" to='([^']+/[^']*)'", 1))
+    request = ~msg.str.contains("type='", literal=True) & pl.col("occupant").is_not_null()
+    key = pl.when(request).then(pl.concat_str("session", pl.lit(" "), "occupant"))
+    first = request & key.is_first_distinct()
+    return rows.with_columns(
+        kind=pl.when(first).then(pl.lit("muc_join_sent")).otherwise(pl.lit("unknown")),
+        room=pl.when(first).then(pl.col("occupant").str.extract(r"^([^@]+)@", 1)),
     ).drop("occupant")
 
 
-def group_continuations(frame: pl.DataFrame) -> pl.DataFrame:
-    """Fold lines that continue a record (``start`` false) into the record above, joined by newlines.
-
-    Rows get a boolean ``orphan`` when a continuation has no record above it in this frame.
-    """
-    if frame.height == 0 or frame["start"].all():
-        return frame.with_columns(orphan=pl.lit(False)).drop("start")
-    record = pl.col("start").cast(pl.Int64).cum_sum()
-    rest = [c for c in frame.columns if c not in ("line", "start")]
-    return (
-        frame.with_columns(record=record)
-        .group_by("record", maintain_order=True)
-        .agg(
-            pl.col("line").str.join("\n"),
-            pl.col("start").first().alias("begins"),
-            *[pl.col(c).first() for c in rest],
-        )
-        .with_columns(orphan=~pl.col("begins"))
-        .drop("record", "begins")
+def _message_out(rows: pl.DataFrame) -> pl.DataFrame:
+    """The room's subject goes to an occupant once, right after its self-presence: it has joined."""
+    sender = msg.str.extract(r" from='([^']*)'", 1)
+    subject = msg.str.contains("type='groupchat'", literal=True) & ~sender.str.contains("/", literal=True)
+    return rows.with_columns(
+        kind=pl.when(subject).then(pl.lit("muc_joined")).otherwise(pl.lit("unknown")),
+        room=pl.when(subject).then(sender.str.extract(r"^([^@]+)@", 1)),
     )
 
 
-def classify(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add server-event columns to a frame of ``seq, ts, source, level, message, parsed``."""
-    frame = frame.with_columns(
-        origin=pl.lit("server"),
-        kind=pl.when(pl.col("parsed")).then(_kind()).otherwise(pl.lit("unknown")),
-        session=pl.when(src.str.starts_with("c2s")).then(src),
-        prev_source=src.shift(1),
-        prev_message=msg.shift(1),
+def _error_out(rows: pl.DataFrame) -> pl.DataFrame:
+    """An error reply: from focus to a conference request, else a stanza error (from a room: join refused)."""
+    sender = msg.str.extract(r" from='([^']*)'", 1)
+    from_focus = msg.str.starts_with("Sending[c2s]: <iq ") & sender.str.starts_with("focus.")
+    return rows.with_columns(
+        kind=pl.when(from_focus).then(pl.lit("conference_error")).otherwise(pl.lit("stanza_error")),
+        room=pl.when(sender.str.contains("/", literal=True)).then(sender.str.extract(r"^([^@]+)@", 1)),
+        error=pl.coalesce("context_text", pl.lit("error reply")),
     )
-    wanted = pl.col("kind").is_in(DETAIL_KINDS)
-    detailed = _details(frame.filter(wanted))
-    return (
-        pl.concat([frame.filter(~wanted), detailed], how="diagonal_relaxed")
-        .sort("seq")
-        .drop("prev_source", "prev_message")
+
+
+JID_PATTERNS = {
+    "authenticated": r"^Authenticated as (\S+)",
+    "resource_bound": r"^Resource bound: (\S+)",
+    "session_destroyed": r"^(?:Destroying session for |Unbinding resource for "
+    r"|Destroying unbound session for <?)([^ >()]+@[^ >()]+)",
+}
+
+
+def _jid(pattern: str):
+    return lambda rows: rows.with_columns(jid=msg.str.extract(pattern, 1))
+
+
+def _http_request(rows: pl.DataFrame) -> pl.DataFrame:
+    request = msg.str.extract_groups(r"^Firing event: ([A-Z]+) (\S+)")
+    return rows.with_columns(http_method=request.struct.field("1"), http_path=request.struct.field("2"))
+
+
+def _traceback(rows: pl.DataFrame) -> pl.DataFrame:
+    """Prosody answers HTTP 500 exactly when an HTTP handler fails with ``Traceback[httpserver]``."""
+    return rows.with_columns(
+        kind=pl.lit("traceback"),
+        level=pl.col("level").fill_null("error"),
+        error=msg.str.split("\n").list.first(),
+        http_status=pl.when(msg.str.starts_with("Traceback[httpserver]")).then(pl.lit(500, pl.Int16)),
     )
+
+
+HANDLERS = {
+    IQ_IN: _iq_in,
+    PRESENCE_IN: _presence_in,
+    MESSAGE_OUT: _message_out,
+    ERROR_OUT: _error_out,
+    **{kind: _jid(pattern) for kind, pattern in JID_PATTERNS.items()},
+    "http_request": _http_request,
+    "traceback": _traceback,
+    CONTINUATION: _traceback,  # a continuation with no traceback above it in the log
+    "hibernation_timeout": lambda rows: rows.with_columns(error=pl.lit("smacks hibernation timeout")),
+    UNPARSED: lambda rows: rows.with_columns(kind=pl.lit("unknown")),
+    CONTEXT: lambda rows: rows.with_columns(kind=pl.lit("unknown")),
+}
+OUTPUT = {
+    "jid": pl.String,
+    "room": pl.String,
+    "error": pl.String,
+    "http_method": pl.String,
+    "http_path": pl.String,
+    "http_status": pl.Int16,
+}
+
+
+def refine(rows: pl.DataFrame) -> pl.DataFrame:
+    """Pass 2 on the ``detail`` rows (in ``seq`` order): final kinds, JIDs, rooms, requests, error texts."""
+    not_a_record = kind_col.is_in([UNPARSED, CONTINUATION])
+    rows = rows.with_columns(
+        # Such lines were split at tabs like the others: put the original text back together.
+        message=pl.when(not_a_record)
+        .then(pl.concat_str(["raw_a", "level", "message"], separator="\t", ignore_nulls=True))
+        .otherwise(msg),
+        level=pl.when(not_a_record).then(None).otherwise(pl.col("level")),
+        source=pl.when(not_a_record).then(None).otherwise(src),
+        session=pl.when(not_a_record).then(None).otherwise(pl.col("session")),
+        parsed=kind_col != UNPARSED,
+        **{name: pl.lit(None, dtype) for name, dtype in OUTPUT.items()},
+    ).drop("raw_a")
+    rows = _fold_tracebacks(rows)
+    previous_is_context = (pl.col("seq").shift(1) == pl.col("seq") - 1) & (kind_col.shift(1) == CONTEXT)
+    rows = rows.with_columns(context_text=pl.when(previous_is_context).then(msg.shift(1)))
+    parts = [
+        HANDLERS[kind](group) if kind in HANDLERS else group
+        for (kind,), group in rows.group_by("kind", maintain_order=True)
+    ]
+    return pl.concat(parts, how="vertical_relaxed").sort("seq").drop("context_text")

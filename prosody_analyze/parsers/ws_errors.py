@@ -20,3 +20,10 @@ LINE_RE = re.compile(STATUS_PATTERN)
 def http_status(text: pl.Expr) -> pl.Expr:
     """The refused upgrade's HTTP status in ``text``, or null."""
     return text.str.extract(STATUS_PATTERN, 1).cast(pl.Int16, strict=False)
+
+
+def parse(frame: pl.DataFrame, context):
+    """A client's stderr: the same records as JXS output (stack frames fold into the error above)."""
+    from . import jxs
+
+    return jxs.parse(frame, context)

@@ -1,0 +1,339 @@
+"""Each log format, read from the real fixtures (and variants made from them), as a user would query it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from prosody_analyze.capture import CaptureWriter
+from prosody_analyze.ingest import ingest
+from prosody_analyze.parsers import sniff
+
+
+def run(tmp_path: Path, *paths: Path, year: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    out = tmp_path / "analysis"
+    summary = ingest(list(paths), out, year=year)
+    return (
+        pl.read_parquet(out / "events.parquet"),
+        pl.read_parquet(out / "sessions.parquet"),
+        summary.to_dict(),
+    )
+
+
+def kinds_of(events: pl.DataFrame, session: str) -> list[str]:
+    rows = events.filter(pl.col("session") == session).sort("seq")
+    return [k for k in rows["kind"].cast(pl.String).to_list() if k not in ("unknown", "run_info")]
+
+
+def test_study_server_log_tells_the_refused_join(tmp_path, fixtures):
+    log = fixtures / "jitsi-k8s" / "log_server.txt"
+    assert sniff(log).label == "prosody-console"
+    events, sessions, _ = run(tmp_path, log)
+    client = "c2s5648e2de8a80"
+    rows = events.filter(pl.col("session") == client).sort("seq")
+    assert rows["ts"].null_count() == rows.height  # console sink: no times, seq keeps the order
+    assert kinds_of(events, client) == [
+        "connection_opened",
+        "authenticated",
+        "resource_bound",
+        "sm_enabled",
+        "conference_request",
+        "muc_join_sent",
+        "stanza_error",
+    ]
+    auth = rows.filter(pl.col("message").str.contains("mechanism='ANONYMOUS'"))
+    assert auth.height == 1 and auth["seq"][0] < rows.filter(pl.col("kind") == "authenticated")["seq"][0]
+    request = rows.filter(pl.col("kind") == "conference_request")
+    assert "to='focus.[meet.example.org]'" in request["message"][0]
+    refused = rows.filter(pl.col("kind") == "stanza_error")
+    assert refused["room"][0] == "jxs-test-16479393509449179-0"
+    assert refused["error"][0] == "Could not route stanza to remote"
+    session = sessions.filter(pl.col("session").str.starts_with(client + "@"))
+    assert session.height == 1
+    row = session.row(0, named=True)
+    assert row["jid"] == "ajq6tfhtzhqjotgc@[meet.example.org]/F6PIN9Ou"
+    assert (row["outcome"], row["failed_stage"]) == ("failed", "joined")
+    assert row["error"] == "Could not route stanza to remote"
+    assert row["room"] == "jxs-test-16479393509449179-0"
+
+
+def test_study_error_log_shows_hibernation_then_destroy(tmp_path, fixtures):
+    events, sessions, _ = run(tmp_path, fixtures / "jitsi-k8s" / "log_error_limit.txt")
+    assert kinds_of(events, "c2s557148c1cde0") == [
+        "hibernation_timeout",
+        "session_destroyed",
+        "session_destroyed",
+    ]
+    row = sessions.row(0, named=True)
+    assert row["outcome"] == "failed" and row["error"] == "smacks hibernation timeout"
+
+
+def test_prosody_file_log_sessions_join_with_times(tmp_path, fixtures):
+    log = fixtures / "local-prosody" / "prosody_small_debug.log"
+    assert sniff(log).label == "prosody-file"
+    events, sessions, summary = run(tmp_path, log, year=2026)
+    server = sessions.filter(pl.col("origin") == "server")
+    assert server.height == 3
+    assert server["outcome"].cast(pl.String).to_list() == ["joined"] * 3
+    assert set(server["room"]) == {"small-0"}
+    first = server.sort("first_ts").row(0, named=True)
+    assert first["connected_ts"] == datetime(2026, 11, 28, 21, 5, 25, tzinfo=UTC)
+    assert first["left_ts"] == datetime(2026, 11, 28, 21, 5, 28, tzinfo=UTC)
+    assert first["join_s"] == 0.0 and first["total_s"] == 0.0
+    assert summary["files"][0]["first_ts"] == "2026-11-28T21:05:24Z"
+    assert summary["files"][0]["last_ts"] == "2026-11-28T21:05:28Z"
+    requests = events.filter(pl.col("kind") == "http_request")
+    assert set(requests["http_path"]) >= {"/xmpp-websocket", "/metrics"}
+
+
+def test_year_comes_from_mtime_and_rolls_over_in_january(tmp_path):
+    log = tmp_path / "logs" / "prosody.log"
+    log.parent.mkdir()
+    log.write_text(
+        "Dec 31 23:59:59 c2s55aa00000001\tinfo\tClient connected\n"
+        "Jan 01 00:00:01 c2s55aa00000001\tinfo\tClient disconnected: connection closed\n"
+    )
+    stamp = datetime(2027, 1, 2, tzinfo=UTC).timestamp()
+    os.utime(log, (stamp, stamp))
+    events, _, _ = run(tmp_path, log)
+    assert events.sort("seq")["ts"].to_list() == [
+        datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC),
+    ]
+    events, _, _ = run(tmp_path, log, year=2030)
+    assert events.sort("seq")["ts"].dt.year().to_list() == [2030, 2031]
+
+
+def test_gzipped_log_reads_like_the_plain_one(tmp_path, fixtures):
+    plain = fixtures / "local-prosody" / "prosody_small_debug.log"
+    packed = tmp_path / "prosody.log.1.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert sniff(packed).label == "prosody-file+gzip"
+    events_plain, _, _ = run(tmp_path / "a", plain, year=2026)
+    events_gz, _, _ = run(tmp_path / "b", packed, year=2026)
+    columns = [c for c in events_plain.columns if c != "file"]
+    assert events_gz.sort("seq").select(columns).equals(events_plain.sort("seq").select(columns))
+
+
+def kubectl(lines: list[str], timestamps: bool, prefix: str | None) -> str:
+    """What `kubectl logs [--prefix] [--timestamps]` prints for these container lines."""
+    out = []
+    for index, line in enumerate(lines):
+        head = f"[pod/{prefix}/prosody] " if prefix else ""
+        stamp = f"2026-11-28T19:56:{index // 1000:02d}.{index % 1000:03d}000000Z " if timestamps else ""
+        out.append(head + stamp + line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("timestamps,prefix", [(True, None), (True, "prosody-0"), (False, "prosody-0")])
+def test_kubectl_wrapped_console_log(tmp_path, fixtures, timestamps, prefix):
+    lines = (fixtures / "jitsi-k8s" / "log_server.txt").read_text().splitlines()
+    log = tmp_path / "pod.log"
+    log.write_text(kubectl(lines, timestamps, prefix))
+    sniffed = sniff(log)
+    assert sniffed.format == "prosody-console"
+    assert ("kubectl-timestamps" in sniffed.label) == timestamps
+    events, sessions, _ = run(tmp_path, log)
+    assert kinds_of(events, "c2s5648e2de8a80")[-2:] == ["muc_join_sent", "stanza_error"]
+    if timestamps:
+        assert events["ts"].null_count() == 0
+        first = events.filter(pl.col("seq") == 1)
+        assert first["ts"][0] == datetime(2026, 11, 28, 19, 56, 0, tzinfo=UTC)
+    if prefix:
+        assert set(events["shard"]) == {prefix}
+
+
+def test_jxs_crashed_run_has_51_joined(tmp_path, fixtures):
+    log = fixtures / "local-prosody" / "jxs_4x50_crashed_stdout.log"
+    assert sniff(log).label == "jxs"
+    events, sessions, _ = run(tmp_path, log)
+    joined = events.filter(pl.col("kind") == "muc_joined")
+    assert joined.height == 51
+    assert joined["participant"].n_unique() == 51
+    assert joined["participant"][0].startswith("jxs_4x50_crashed_stdout/")
+    assert set(joined["room"]) <= {f"s4x50-{r}" for r in range(4)}
+    assert (sessions["outcome"] == "joined").sum() == 51
+    crashed = sessions.filter(pl.col("error") == "TimeoutError").row(0, named=True)
+    assert crashed["participant"] == "jxs_4x50_crashed_stdout/3-41"
+    assert crashed["outcome"] == "failed"
+    conference = events.filter(pl.col("kind") == "conference_error")
+    assert (
+        conference["error"][0]
+        == "StanzaError: not-allowed - Communication with remote domains is not enabled"
+    )
+
+
+def test_jxs_clean_run_all_joined_then_offline(tmp_path, fixtures):
+    events, sessions, _ = run(tmp_path, fixtures / "local-prosody" / "jxs_2x50_ok.log")
+    assert sessions.height == 100
+    assert (sessions["outcome"] == "joined").all()
+    assert sessions["left_ts"].null_count() == 0
+    took = events.filter(pl.col("kind") == "all_joined")["message"][0]
+    assert "All joined, took 3.47" in took or "All joined" in took
+
+
+def test_pm2_two_apps_are_twenty_participants_not_ten(tmp_path, fixtures):
+    events, sessions, _ = run(tmp_path, fixtures / "pm2")
+    participants = sessions.filter(pl.col("origin") == "client")["participant"]
+    assert participants.n_unique() == 20
+    assert {p.split("/")[0] for p in participants} == {"batch1", "batch2"}
+    assert not events["message"].str.contains("\x1b[", literal=True).any()  # colours removed
+    assert sniff(fixtures / "pm2" / "pm2_logs_2apps_ansi.txt").label == "jxs+pm2"
+    daemon = events.filter(pl.col("source") == "PM2")
+    assert daemon.height > 0 and (daemon["kind"] == "run_info").all()
+    raw_only, _, _ = run(tmp_path / "raw", fixtures / "pm2" / "batch1-out.log")
+    assert set(raw_only["participant"].drop_nulls()) == {
+        f"batch1/{r}-{i}" for r in range(2) for i in range(5)
+    }
+    assert set(raw_only["room"].drop_nulls()) == {"jxs-test-562-0", "jxs-test-562-1"}
+
+
+def test_old_jxs_debug_dump(tmp_path, fixtures):
+    log = fixtures / "jitsi-k8s" / "log_client.txt"
+    assert sniff(log).label == "jxs-debug-dump"
+    events, sessions, _ = run(tmp_path, log)
+    assert kinds_of(events, "log_client/1") == [
+        "connection_opened",
+        "authenticated",
+        "resource_bound",
+        "sm_enabled",
+        "conference_request",
+        "conference_timeout",
+        "muc_join_sent",
+        "stanza_error",
+    ]
+    refused = events.filter(pl.col("kind") == "stanza_error").row(0, named=True)
+    assert refused["error"] == "Communication with remote domains is not enabled"
+    assert refused["room"] == "jxs-test-16479393509449179-0"
+    row = sessions.row(0, named=True)
+    assert row["jid"] == "ajq6tfhtzhqjotgc@[meet.example.org]/F6PIN9Ou"
+    assert (row["outcome"], row["failed_stage"]) == ("failed", "joined")
+
+
+def test_websocket_refusals_become_http_errors(tmp_path):
+    log = tmp_path / "client.log"
+    log.write_text(
+        "2026-11-28T21:06:19.862Z Participant[id=0-1] error:Error: Unexpected server response: 500\n"
+        "2026-11-28T21:06:19.900Z Participant[id=0-2] joined\n"
+        "2026-11-28T21:06:20.000Z Participant[id=1-0] error:server rejected WebSocket connection: HTTP 503\n"
+    )
+    events, sessions, _ = run(tmp_path, log)
+    errors = events.filter(pl.col("kind") == "http_error").sort("seq")
+    assert errors["http_status"].to_list() == [500, 503]
+    assert errors["participant"].to_list() == ["client/0-1", "client/1-0"]
+    failed = sessions.filter(pl.col("outcome") == "failed").sort("participant")
+    assert failed["http_status"].to_list() == [500, 503]
+    stderr = tmp_path / "err" / "batch3-error.log"
+    stderr.parent.mkdir()
+    stderr.write_text(
+        "Error: Unexpected server response: 502\n    at ClientRequest.<anonymous> (ws/lib/websocket.js:1)\n"
+    )
+    events, _, summary = run(tmp_path / "e", stderr)
+    assert events.filter(pl.col("kind") == "http_error")["http_status"].to_list() == [502]
+    assert summary["files"][0]["unparsed"] == 0
+
+
+def write_capture(directory: Path, shard: str | None = None) -> None:
+    with CaptureWriter(directory, shard=shard) as writer:
+        writer.write_manifest(
+            {"tool": "prosody-analyze swarm", "target": "ws://127.0.0.1:5280/xmpp-websocket"}
+        )
+        for index in range(3):
+            participant = f"{shard or 's0'}-p{index}"
+            writer.write(
+                "connection_opened",
+                ts=f"2026-11-28T21:00:0{index}.000000Z",
+                participant=participant,
+                room="r-0",
+                batch=1,
+            )
+            writer.write(
+                "muc_joined",
+                ts=f"2026-11-28T21:00:0{index}.500000Z",
+                participant=participant,
+                room="r-0",
+                batch=1,
+            )
+        writer.write(
+            "http_error",
+            ts="2026-11-28T21:00:05.000000Z",
+            participant="x-9",
+            room="r-0",
+            stage="connected",
+            http_status=500,
+            error="server rejected WebSocket connection: HTTP 500",
+        )
+    (directory / "metrics.csv").write_text(
+        "ts,metric,labels,value\n"
+        "2026-11-28T21:00:00.000000Z,process_resident_memory_bytes,,17000000\n"
+        '2026-11-28T21:00:00.000000Z,process_cpu_seconds_total,"pid=""1""",0.5\n'
+        '2026-11-28T21:00:01.000000Z,prosody_mod_c2s__connections,host="localhost",3\n'
+    )
+
+
+def test_swarm_capture_directory(tmp_path):
+    capture = tmp_path / "capture"
+    write_capture(capture, shard="1/2")
+    events, sessions, summary = run(tmp_path, capture)
+    assert summary["captures"][0]["tool"] == "prosody-analyze swarm"
+    assert set(events["shard"]) == {"1/2"}
+    client = sessions.filter(pl.col("origin") == "client").sort("participant")
+    assert client["participant"].to_list() == ["1/2-p0", "1/2-p1", "1/2-p2", "x-9"]
+    assert client["outcome"].cast(pl.String).to_list() == ["joined", "joined", "joined", "failed"]
+    failed = client.row(3, named=True)
+    assert (failed["failed_stage"], failed["http_status"]) == ("connected", 500)
+    metrics = pl.read_parquet(tmp_path / "analysis" / "metrics.parquet").sort("metric")
+    assert metrics["unit"].to_list() == ["seconds", "bytes", ""]
+    assert metrics["labels"].to_list() == ['pid="1"', "", 'host="localhost"']
+
+
+def test_capture_streamed_through_kubectl_logs(tmp_path):
+    shards = []
+    for shard in ("0/2", "1/2"):
+        capture = tmp_path / shard.replace("/", "-")
+        write_capture(capture, shard=shard)
+        shards.append((shard, (capture / "events.jsonl").read_text().splitlines()))
+    pods = tmp_path / "pods.log"
+    pods.write_text(
+        "".join(kubectl(lines, timestamps=True, prefix=f"swarm-{k}") for k, (_, lines) in enumerate(shards))
+        + "[pod/swarm-0/swarm] 2026-11-28T21:00:09.000000000Z Traceback (most recent call last):\n"
+    )
+    assert sniff(pods).label == "swarm-capture+kubectl-prefix+kubectl-timestamps"
+    events, sessions, summary = run(tmp_path, pods)
+    assert set(events.filter(pl.col("kind") == "muc_joined")["shard"]) == {"0/2", "1/2"}
+    assert sessions.filter(pl.col("outcome") == "joined").height == 6
+    assert summary["files"][0]["unparsed"] == 1
+    assert events.filter(pl.col("message").str.starts_with("Traceback"))["shard"].to_list() == ["swarm-0"]
+
+
+def test_capture_manifest_line_on_stdout_is_listed(tmp_path):
+    log = tmp_path / "swarm-stdout.log"
+    log.write_text(
+        json.dumps(
+            {
+                "capture": 1,
+                "ts": "2026-11-28T21:00:00Z",
+                "kind": "run_info",
+                "message": "manifest " + json.dumps({"tool": "prosody-analyze swarm"}),
+            }
+        )
+        + "\n"
+    )
+    _, _, summary = run(tmp_path, log)
+    assert summary["captures"] == [{"path": str(log), "tool": "prosody-analyze swarm"}]
+
+
+def test_fixture_copies_are_untouched(fixtures, tmp_path):
+    """Ingest reads, never writes, next to the logs."""
+    copy = tmp_path / "logs"
+    shutil.copytree(fixtures / "pm2", copy)
+    before = sorted(p.name for p in copy.iterdir())
+    run(tmp_path, copy)
+    assert sorted(p.name for p in copy.iterdir()) == before
