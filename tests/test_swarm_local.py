@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import re
@@ -247,3 +248,82 @@ def test_prosody_killed_mid_run_ends_the_swarm_with_everything_before_the_kill(t
     drops = [e for e in events if e["kind"] == "disconnected"]
     assert len(drops) == 10 and all(e["level"] == "error" and "connection lost" in e["error"] for e in drops)
     assert json.loads((capture / MANIFEST_FILE).read_text())["summary"]["dropped"] == 10
+
+
+def test_local_mode_brings_its_own_prosody_and_leaves_its_log_and_metrics(tmp_path):
+    capture = tmp_path / "capture"
+    config = SwarmConfig(local=True, rooms=1, participants=3, duration=1.2, metrics_interval=0.2)
+    summary = run_swarm(config, capture, progress=False)
+    assert summary.joined == 3 and summary.service.startswith("ws://127.0.0.1:")
+    manifest = json.loads((capture / MANIFEST_FILE).read_text())
+    pid = manifest["local_prosody"]["pid"]
+    assert not Path(f"/proc/{pid}").exists()  # stopped at the end
+    log = (capture / "prosody.log").read_text()
+    assert "Client connected" in log and "conference.localhost" in log
+    metrics = (capture / "metrics.csv").read_text().splitlines()
+    assert metrics[0] == "ts,metric,labels,value"
+    assert any(",process_resident_memory_bytes," in row for row in metrics)
+    assert any(row.split(",")[1].startswith("prosody_mod_c2s") for row in metrics[1:])
+
+
+def test_pings_go_out_while_in_the_room(local_prosody, tmp_path):
+    config = small(local_prosody, rooms=1, participants=2, room_prefix="pings", ping_interval=0.2,
+                   duration=0.9)
+    summary = run_swarm(config, tmp_path / "c", progress=False)
+    assert summary.joined == 2
+    pings = re.findall(r"Received\[c2s\]: <iq [^>]*id='ping\d+'", local_prosody.log_path.read_text())
+    assert len(pings) >= 4  # two participants, about four pings each
+
+
+def test_conference_request_over_http_is_posted_before_logging_in(local_prosody, tmp_path):
+    received = []
+
+    class Focus(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the http.server API)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], json.loads(body)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"ready": true}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Focus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        target = f"http://127.0.0.1:{server.server_port}/conference-request/v1"
+        summary = run_swarm(small(local_prosody, rooms=1, participants=2, room_prefix="http",
+                                  conference_request_target=target), tmp_path / "c", progress=False)
+    finally:
+        server.shutdown()
+    assert summary.joined == 2
+    assert sorted(path for path, _, _ in received) == ["/conference-request/v1?room=http-0"] * 2
+    assert all(kind == "application/json" and body["room"] == "http-0@conference.localhost"
+               for _, kind, body in received)
+    kinds = [e["kind"] for e in events_of(tmp_path / "c") if e.get("participant") == "0-0"]
+    assert kinds.index("conference_request") < kinds.index("connection_opened")
+    assert "conference_error" not in kinds
+
+
+def test_ctrl_c_makes_everyone_leave_cleanly(local_prosody, tmp_path):
+    capture = tmp_path / "c"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prosody_analyze", "swarm", "--domain", "localhost",
+         "--service", local_prosody.websocket_url, "--rooms", "1", "--participants", "3",
+         "--out", str(capture), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        events = capture / EVENTS_JSONL
+        if events.exists() and events.read_text().count('"kind":"all_joined"'):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    left = [e for e in events_of(capture) if e["kind"] == "disconnected"]
+    assert len(left) == 3 and all(e["message"] == "left" for e in left)
+    assert "stopped (Ctrl-C / SIGTERM)" in out
