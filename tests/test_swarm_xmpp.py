@@ -332,7 +332,9 @@ def test_conference_timeout_is_recorded_and_the_join_goes_on():
     participant = new_participant()
     sent = walk_to_bind(participant)
     participant.receive(BIND_RESULT.format(id=sent_id(sent[-1])))
+    assert participant.connecting
     participant.receive(ENABLED)
+    assert not participant.connecting  # session up: a silent focus does not hold a connection slot
     step = participant.timed_out(30)
     assert [e.kind for e in step.events] == ["conference_timeout", "muc_join_sent"]
     assert step.send[0].startswith("<presence")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import platform
+import resource
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool =
     with _target(config, None if to_stdout else Path(out)) as (config, prosody):
         config = config.resolved()
         plan = build_plan(config)
+        _allow_open_files(len(plan))
         start_at = config.start_at or datetime.now(UTC)
         writer = CaptureWriter(out, shard=config.shard)
         manifest = _manifest(config, plan, start_at, prosody)
@@ -93,6 +95,18 @@ async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool =
             manifest.update(end=summary.ended_at, summary=summary.to_dict())
             writer.write_manifest(manifest)
     return summary
+
+
+def _allow_open_files(participants: int) -> None:
+    """One socket per participant: lift the soft open-files limit (often 1024) up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = participants + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        if new_soft < wanted:
+            print(f"swarm: warning: the open-files limit ({hard}) is below the {participants} participants "
+                  "planned; raise it (ulimit -Hn) or shard the run", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
 One task per participant moves frames between a ``websockets`` connection and its
 :class:`~prosody_analyze.swarm.xmpp.Participant` machine. The scheduler starts participants
 at their planned offsets; a semaphore caps simultaneous connection attempts (held from the
-TCP connect until the participant is online or failed). A failure only ever ends its own
+TCP connect until its XMPP session is established, so a slow conference request or MUC join
+does not hold back new connections). A failure only ever ends its own
 participant: it becomes an event with its stage, and optionally a retry with backoff.
 """
 
@@ -261,13 +262,13 @@ class Swarm:
                 await self._send(ws, machine, step.send)
                 if self.stopping.is_set():
                     await self._send(ws, machine, machine.leave())
-                failure = await self._drive(planned, machine, ws, marks, until=lambda: not machine.waiting)
+                failure = await self._drive(planned, machine, ws, marks, until=lambda: not machine.connecting)
             except BaseException:
                 self._disconnect(planned, machine)
                 raise
         try:
             if failure is None and not machine.done:
-                await self._drive(planned, machine, ws, marks, until=lambda: False)
+                failure = await self._drive(planned, machine, ws, marks, until=lambda: False)
         finally:
             self._disconnect(planned, machine)
             with contextlib.suppress(Exception):

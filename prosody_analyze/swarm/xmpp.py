@@ -64,6 +64,10 @@ FAILING_STAGE = {
     Phase.JOINING: "joined",
 }
 WAITING_PHASES = frozenset(FAILING_STAGE) - {Phase.IDLE}
+# Until the XMPP session is established (bound, stream management settled): a "connection attempt".
+CONNECTING_PHASES = frozenset(
+    {Phase.IDLE, Phase.OPENING, Phase.AUTHENTICATING, Phase.RESTARTING, Phase.BINDING, Phase.ENABLING_SM}
+)
 
 
 @dataclass(slots=True)
@@ -169,6 +173,11 @@ class Participant:
     def waiting(self) -> bool:
         """True while an answer from the server is awaited (the I/O layer runs a timeout)."""
         return self.phase in WAITING_PHASES
+
+    @property
+    def connecting(self) -> bool:
+        """True until the session is established (what the cap on connection attempts counts)."""
+        return self.phase in CONNECTING_PHASES
 
     @property
     def in_conference(self) -> bool:
