@@ -45,7 +45,7 @@ def scan(path: Path, context: FileContext) -> pl.LazyFrame:
         ts=ts,
         source=head.str.slice(16),
         level=pl.col("b"),
-        message=joined("c", "d").fill_null(""),
+        message=pl.when(parsed).then(joined("c", "d").fill_null("")).otherwise(joined("c", "d")),
         parsed=parsed,
         raw_a=pl.when(~parsed).then(head),
     )
