@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -327,3 +328,14 @@ def test_ctrl_c_makes_everyone_leave_cleanly(local_prosody, tmp_path):
     left = [e for e in events_of(capture) if e["kind"] == "disconnected"]
     assert len(left) == 3 and all(e["message"] == "left" for e in left)
     assert "stopped (Ctrl-C / SIGTERM)" in out
+
+
+def test_start_at_holds_the_ramp_until_the_shared_start(local_prosody, tmp_path):
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    config = small(local_prosody, rooms=1, participants=2, room_prefix="later", start_at=start,
+                   shard_index=0, shard_count=2, duration=0.1)
+    summary = run_swarm(config, tmp_path / "c", progress=False)
+    assert summary.joined == 1 and summary.shard == "0/2"
+    opened = [e for e in events_of(tmp_path / "c") if e["kind"] == "connection_opened"]
+    assert [e["participant"] for e in opened] == ["0-0"]
+    assert datetime.fromisoformat(opened[0]["ts"].replace("Z", "+00:00")) >= start

@@ -41,7 +41,7 @@ class LiveProgress:
             self._progress.stop()
 
     def print(self, line: str) -> None:
-        self.console.print(line, markup=False, highlight=False)
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def update(self, swarm) -> None:
         if self._progress is None:
