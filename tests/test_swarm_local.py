@@ -339,3 +339,43 @@ def test_start_at_holds_the_ramp_until_the_shared_start(local_prosody, tmp_path)
     opened = [e for e in events_of(tmp_path / "c") if e["kind"] == "connection_opened"]
     assert [e["participant"] for e in opened] == ["0-0"]
     assert datetime.fromisoformat(opened[0]["ts"].replace("Z", "+00:00")) >= start
+
+
+def test_a_server_that_goes_silent_fails_the_stage_on_timeout(tmp_path):
+    """The WebSocket opens but no XMPP ever comes back: each participant times out, the run ends."""
+    from websockets.asyncio.server import serve
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    port = free_port()
+
+    async def silent(connection):
+        await connection.wait_closed()
+
+    async def main():
+        async with serve(silent, "127.0.0.1", port, subprotocols=["xmpp"]):
+            ready.set()
+            await asyncio.sleep(30)
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), daemon=True)
+    thread.start()
+    ready.wait(5)
+    started = time.monotonic()
+    config = SwarmConfig(domain="localhost", service=f"ws://127.0.0.1:{port}/xmpp-websocket", rooms=1,
+                         participants=3, stage_timeout=0.5)
+    summary = run_swarm(config, tmp_path / "c", progress=False)
+    assert time.monotonic() - started < 5
+    assert summary.failures_by_stage == {"authenticated": 3}
+    timeouts = [e for e in events_of(tmp_path / "c") if e.get("stage") == "authenticated"]
+    assert [e["error"] for e in timeouts] == ["timeout after 0.5 s (opening)"] * 3
+
+
+def test_metrics_url_is_scraped_into_the_capture(local_prosody, tmp_path):
+    config = small(local_prosody, rooms=1, participants=2, metrics_url=local_prosody.metrics_url,
+                   metrics_interval=0.2, duration=0.8)
+    summary = run_swarm(config, tmp_path / "c", progress=False)
+    assert summary.joined == 2
+    rows = (tmp_path / "c" / "metrics.csv").read_text().splitlines()
+    names = {row.split(",")[1] for row in rows[1:]}
+    assert "prosody_mod_c2s__connections" in names and "prosody_analyze_scrape_up" in names
+    assert "process_resident_memory_bytes" not in names  # remote target: no /proc to read
