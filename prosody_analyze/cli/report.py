@@ -1,3 +1,64 @@
-"""`report` commands (being written)."""
+"""`report` command: a thin wrapper over :func:`prosody_analyze.report.write_report`."""
 
-from .app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..report import write_report
+from .app import app
+
+
+@app.command("report")
+def report_command(
+    analysis_dir: Annotated[
+        Path, typer.Argument(help="Directory written by `ingest` (and the analysis commands).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="File to write, e.g. reports/2026-11-28-prosody.html.")
+    ],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="html (one self-contained file with plots) or markdown (for a ticket)."
+        ),
+    ] = "html",
+    redact: Annotated[
+        bool,
+        typer.Option("--redact", help="Replace JIDs, domains, IP addresses and room names by pseudonyms."),
+    ] = False,
+    limit: Annotated[
+        str | None, typer.Option(help="Memory limit for the capacity estimate, e.g. 15000Mi or 16Gi.")
+    ] = None,
+    failed: Annotated[int, typer.Option(help="How many failed sessions to list.", min=0)] = 50,
+    title: Annotated[str | None, typer.Option(help="Report title (default: date of the run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+) -> None:
+    """Write the incident-review report: summary, load, latency, resources, fit, error bursts, failures."""
+    console = Console(stderr=True)
+    with console.status("writing report", spinner="dots") if not as_json else _nothing():
+        result = write_report(
+            analysis_dir, out, format=format, redact=redact, limit=limit, failed_limit=failed, title=title
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console = Console()
+    console.print(
+        f"{result.format} report → {result.path}: {result.size_bytes / 2**20:.2f} MiB "
+        f"in {result.seconds:.1f} s; sections: {', '.join(result.sections)}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"  [yellow]not included[/] {key}: {note}", highlight=False)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,636 @@
+"""The report: one self-contained HTML file (or a markdown summary) from an analysis directory.
+
+Every number is computed on the full tables (lazily, so 10 million events fit); only the
+plotted curves are binned to a few thousand points. Sections whose inputs are missing are left
+out with a note saying which command adds them. Log text reaches the page only through
+:mod:`prosody_analyze.report_render`, which escapes it; ``redact`` pseudonymises it first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from . import __version__
+from .errors import UserError
+from .redact import Redactor
+from .schema import EVENTS_FILE, METRICS_FILE, SESSIONS_FILE
+
+SUMMARY_FILE = "ingest.json"
+BURSTS_FILE = "bursts.json"
+FIT_FILE = "fit.json"
+CORRELATED_FILE = "correlated.parquet"
+
+# Plotted series are binned to at most this many points (the numbers never are).
+MAX_PLOT_POINTS = 1500
+LATENCY_STAGES = {"connect": "connect_s", "auth": "auth_s", "bind": "bind_s", "join": "join_s"}
+QUANTILES = (0.5, 0.95, 0.99)
+ERROR_KINDS = [
+    "http_error",
+    "traceback",
+    "stanza_error",
+    "conference_error",
+    "conference_timeout",
+    "hibernation_timeout",
+]
+FAILED_COLUMNS = [
+    "origin",
+    "participant",
+    "session",
+    "file",
+    "first_ts",
+    "failed_stage",
+    "error",
+    "http_status",
+    "jid",
+    "room",
+]
+QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T|m)?\s*$")
+QUANTITY_FACTORS = {
+    None: 1.0,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 1e3,
+    "K": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "m": 1e-3,
+}
+
+
+def parse_quantity(text: str) -> float:
+    """A Kubernetes quantity (``15000Mi``, ``2Gi``, ``1500m`` cores, ``2``) in base units."""
+    match = QUANTITY.match(text)
+    if not match:
+        raise UserError(f"--limit {text!r} is not a quantity like 15000Mi, 2Gi, 1500m or 2")
+    return float(match[1]) * QUANTITY_FACTORS[match[2]]
+
+
+@dataclass
+class MetricSeries:
+    """One metric as plotted: a display name, its group (memory/cpu/bandwidth), unit and binned points."""
+
+    name: str
+    group: str
+    unit: str
+    ts: list[datetime]
+    values: list[float]
+    peak: float
+    mean: float
+
+
+@dataclass
+class Report:
+    """Everything the renderers need, already computed and redacted; ``notes`` say what is missing and why."""
+
+    title: str
+    generated: str
+    analysis_dir: str
+    redacted: bool
+    summary: dict[str, Any]
+    files: list[dict[str, Any]]
+    captures: list[dict[str, Any]]
+    outcomes: list[dict[str, Any]]
+    participants: dict[str, pl.DataFrame]  # origin -> binned ts, connected, joined
+    batches: list[dict[str, Any]]
+    latency_table: list[dict[str, Any]]
+    latency_histograms: dict[str, tuple[list[float], list[int]]]  # stage -> bin edges (s), counts
+    latency_over_time: pl.DataFrame | None
+    metrics: list[MetricSeries]
+    scatter: dict[str, Any] | None  # metric vs participants, with the fit where there is one
+    fit: dict[str, Any] | None
+    error_timeline: pl.DataFrame | None
+    error_counts: list[dict[str, Any]]
+    bursts: list[dict[str, Any]] | None
+    failed: list[dict[str, Any]]
+    failed_total: int
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReportResult:
+    path: str
+    format: str
+    size_bytes: int
+    seconds: float
+    sections: list[str]
+    notes: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _bin_width(first: datetime | None, last: datetime | None, points: int = MAX_PLOT_POINTS) -> str:
+    """A polars duration that cuts [first, last] into at most ``points`` bins (at least 1 ms)."""
+    if first is None or last is None:
+        return "1s"
+    span_us = max(int((last - first) / timedelta(microseconds=1)), 1)
+    return f"{max(span_us // points + 1, 1000)}us"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is not readable JSON: {error}") from None
+
+
+def _check_dir(analysis_dir: Path) -> None:
+    if not analysis_dir.is_dir():
+        raise UserError(
+            f"{analysis_dir} is not a directory (run `prosody-analyze ingest ... -o {analysis_dir}`)"
+        )
+    missing = [name for name in (EVENTS_FILE, SESSIONS_FILE) if not (analysis_dir / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{analysis_dir} has no {' or '.join(missing)}; "
+            f"run `prosody-analyze ingest LOGS -o {analysis_dir}` first"
+        )
+
+
+# --- participants ---------------------------------------------------------------------------------
+
+
+def _session_end() -> pl.Expr:
+    return pl.coalesce("left_ts", pl.when(pl.col("outcome") == "failed").then(pl.col("last_ts")))
+
+
+def concurrency(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Participants connected and joined at every change, at full resolution (``ts, connected, joined``)."""
+    end = _session_end()
+    # A client log may skip the early stages (JXS logs only `joined`): reaching any stage means connected.
+    connected = pl.coalesce("connected_ts", "authenticated_ts", "bound_ts", "joined_ts")
+    steps = pl.concat(
+        [
+            sessions.select(ts=connected, connected=pl.lit(1), joined=pl.lit(0)),
+            sessions.filter(connected.is_not_null()).select(ts=end, connected=pl.lit(-1), joined=pl.lit(0)),
+            sessions.select(ts=pl.col("joined_ts"), connected=pl.lit(0), joined=pl.lit(1)),
+            sessions.filter(pl.col("joined_ts").is_not_null()).select(
+                ts=end, connected=pl.lit(0), joined=pl.lit(-1)
+            ),
+        ]
+    )
+    return (
+        steps.drop_nulls("ts")
+        .group_by("ts")
+        .agg(pl.col("connected").sum(), pl.col("joined").sum())
+        .sort("ts")
+        .select("ts", pl.col("connected").cum_sum(), pl.col("joined").cum_sum())
+    )
+
+
+def _bin_curve(curve: pl.DataFrame, every: str) -> pl.DataFrame:
+    """The curve's peak in each bin, so downsampling never hides a maximum."""
+    return curve.group_by_dynamic("ts", every=every).agg(pl.col("connected").max(), pl.col("joined").max())
+
+
+def _origin_for_load(sessions: pl.DataFrame) -> str | None:
+    """The load curve comes from the clients when they logged times (they know who joined), else server."""
+    timed = sessions.filter(pl.col("connected_ts").is_not_null() | pl.col("joined_ts").is_not_null())
+    for origin in ("client", "server"):
+        if timed.filter(pl.col("origin") == origin).height:
+            return origin
+    return None
+
+
+# --- latency --------------------------------------------------------------------------------------
+
+
+def latency_table(sessions: pl.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for stage, column in LATENCY_STAGES.items():
+        values = sessions.get_column(column).drop_nulls()
+        if values.len() == 0:
+            continue
+        rows.append(
+            {
+                "stage": stage,
+                "count": values.len(),
+                **{f"p{round(q * 100)}_ms": values.quantile(q, "linear") * 1000 for q in QUANTILES},
+                "max_ms": values.max() * 1000,
+            }
+        )
+    return rows
+
+
+def _latency_histograms(sessions: pl.DataFrame) -> dict[str, tuple[list[float], list[int]]]:
+    """Log-spaced histogram per stage (latencies span 1 ms to minutes)."""
+    histograms = {}
+    for stage, column in LATENCY_STAGES.items():
+        values = sessions.get_column(column).drop_nulls().to_numpy()
+        values = np.maximum(values, 1e-4)
+        if values.size == 0:
+            continue
+        low, high = np.log10(values.min()), np.log10(values.max())
+        edges = np.logspace(low, high if high > low else low + 1, 41)
+        counts, edges = np.histogram(values, bins=edges)
+        histograms[stage] = (edges.tolist(), counts.tolist())
+    return histograms
+
+
+def _latency_over_time(sessions: pl.DataFrame) -> pl.DataFrame | None:
+    timed = sessions.filter(pl.col("first_ts").is_not_null()).sort("first_ts")
+    present = [c for c in LATENCY_STAGES.values() if timed.get_column(c).drop_nulls().len()]
+    if not present:
+        return None
+    every = _bin_width(timed["first_ts"].min(), timed["first_ts"].max(), 120)
+    return timed.group_by_dynamic("first_ts", every=every).agg(
+        [pl.col(c).quantile(q, "linear").alias(f"{c}_p{round(q * 100)}") for c in present for q in QUANTILES]
+    )
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def _metric_kind(metric: str, unit: str) -> tuple[str, str, float, bool] | None:
+    """(group, display unit, factor from base unit, is a counter to differentiate) for the metrics we plot."""
+    name = metric.lower()
+    if unit == "cores":
+        return "CPU", "cores", 1.0, False
+    if unit == "bytes/s":
+        return "bandwidth", "kB/s", 1e-3, False
+    if name.endswith("_seconds_total") and "cpu" in name:
+        return "CPU", "cores", 1.0, True
+    if name.endswith("_bytes_total") and any(
+        w in name for w in ("network", "receive", "transmit", "sent", "recv")
+    ):
+        return "bandwidth", "kB/s", 1e-3, True
+    if unit == "bytes" and any(w in name for w in ("memory", "resident", "rss", "working_set")):
+        return "RAM", "MiB", 1 / 2**20, False
+    return None
+
+
+def metric_series(metrics: pl.DataFrame, every: str) -> list[MetricSeries]:
+    """RAM, CPU and bandwidth series in display units; counters become rates. Peak and mean on all samples."""
+    series = []
+    pairs = metrics.select("metric", "unit", "labels").unique().sort("metric", "labels").iter_rows()
+    for metric, unit, labels in pairs:
+        kind = _metric_kind(metric, unit or "")
+        if kind is None:
+            continue
+        group, shown_unit, factor, counter = kind
+        rows = metrics.filter(
+            (pl.col("metric") == metric) & (pl.col("labels") == labels) & (pl.col("unit") == unit)
+        ).sort("ts")
+        if counter:
+            seconds = pl.col("ts").diff().dt.total_microseconds() / 1e6
+            rows = rows.with_columns(value=pl.col("value").diff() / seconds).filter(
+                pl.col("value").is_not_null() & pl.col("value").is_finite() & (pl.col("value") >= 0)
+            )
+        rows = rows.with_columns(value=pl.col("value") * factor)
+        if rows.height == 0:
+            continue
+        binned = rows.group_by_dynamic("ts", every=every).agg(pl.col("value").max())
+        name = metric + (f"{{{labels}}}" if labels else "")
+        series.append(
+            MetricSeries(
+                name,
+                group,
+                shown_unit,
+                binned["ts"].to_list(),
+                binned["value"].to_list(),
+                float(rows["value"].max()),
+                float(rows["value"].mean()),
+            )
+        )
+    return series
+
+
+def _scatter(metrics: list[MetricSeries], curve: pl.DataFrame, raw: pl.DataFrame) -> dict[str, Any] | None:
+    """Each RAM sample against the participants joined at that time (the x of the fit)."""
+    ram = [s for s in metrics if s.group == "RAM"]
+    if not ram or curve.height == 0:
+        return None
+    chosen = max(ram, key=lambda s: s.peak)
+    metric, _, labels = chosen.name.partition("{")
+    samples = raw.filter((pl.col("metric") == metric) & (pl.col("labels") == labels.rstrip("}"))).sort("ts")
+    joined = samples.join_asof(curve.select("ts", "joined"), on="ts", strategy="backward").drop_nulls(
+        "joined"
+    )
+    if joined.height == 0:
+        return None
+    if joined.height > MAX_PLOT_POINTS * 2:
+        joined = joined.gather_every(joined.height // (MAX_PLOT_POINTS * 2) + 1)
+    return {
+        "metric": chosen.name,
+        "unit": "MiB",
+        "participants": joined["joined"].to_list(),
+        "values": (joined["value"] / 2**20).to_list(),
+    }
+
+
+# --- errors and bursts ------------------------------------------------------------------------------------
+
+
+def _error_timeline(events: pl.LazyFrame, every: str) -> tuple[pl.DataFrame | None, list[dict[str, Any]]]:
+    errors = events.filter(pl.col("kind").cast(pl.String).is_in(ERROR_KINDS)).select(
+        "ts", pl.col("kind").cast(pl.String), "http_status"
+    )
+    counts = (
+        errors.group_by("kind", "http_status")
+        .agg(pl.len().alias("events"), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
+        .sort("events", descending=True)
+        .collect()
+    )
+    timed = errors.filter(pl.col("ts").is_not_null()).sort("ts")
+    timeline = (
+        timed.group_by_dynamic("ts", every=every, group_by="kind").agg(pl.len().alias("events")).collect()
+    )
+    return (timeline if timeline.height else None), counts.to_dicts()
+
+
+def _normalise_bursts(raw: Any) -> list[dict[str, Any]]:
+    """Accept bursts.json as a list or ``{"bursts": [...]}``; keep every key, the renderer shows them."""
+    bursts = raw.get("bursts", []) if isinstance(raw, dict) else raw
+    return [b for b in bursts if isinstance(b, dict)] if isinstance(bursts, list) else []
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def burst_window(burst: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    start = next(
+        (_parse_time(burst.get(k)) for k in ("start", "start_ts", "first_ts", "from") if k in burst), None
+    )
+    end = next((_parse_time(burst.get(k)) for k in ("end", "end_ts", "last_ts", "to") if k in burst), None)
+    return start, end
+
+
+# --- fit ------------------------------------------------------------------------------------------
+
+
+def _capacity_at(fit: dict[str, Any], limit: float) -> float | None:
+    """Participants where the fitted line reaches ``limit`` (same unit as the fit's y)."""
+    slope, intercept = fit.get("slope"), fit.get("intercept")
+    if not isinstance(slope, int | float) or not isinstance(intercept, int | float) or slope <= 0:
+        return None
+    return (limit - intercept) / slope
+
+
+# --- summary --------------------------------------------------------------------------------------
+
+
+def _what_was_tested(
+    captures: list[dict[str, Any]], files: list[dict[str, Any]], sessions: pl.DataFrame
+) -> str:
+    if captures:
+        parts = []
+        for capture in captures:
+            config = capture.get("config") or {}
+            shape = ""
+            if isinstance(config, dict) and config.get("rooms") and config.get("participants"):
+                shape = f"{config['rooms']} room(s) × {config['participants']} participant(s)"
+                if config.get("batches"):
+                    shape += f" in {config['batches']} batch(es)"
+            target = capture.get("target") or capture.get("domain") or "?"
+            parts.append(
+                f"{capture.get('tool', 'load run')} against {target}" + (f": {shape}" if shape else "")
+            )
+        return "; ".join(parts)
+    formats = sorted({f["format"] for f in files if f.get("events")})
+    domains = (
+        sessions.select(pl.col("jid").str.extract(r"@([^/]+)").alias("domain"))
+        .drop_nulls()
+        .get_column("domain")
+        .value_counts(sort=True)
+        .head(3)["domain"]
+        .to_list()
+    )
+    where = f" for {', '.join(domains)}" if domains else ""
+    return f"logs ({', '.join(formats) or 'none recognised'}){where}"
+
+
+def build_report(
+    analysis_dir: Path,
+    redact: bool = False,
+    limit: str | None = None,
+    failed_limit: int = 50,
+    title: str | None = None,
+) -> Report:
+    """Read an analysis directory and compute every section (see the module docstring)."""
+    analysis_dir = Path(analysis_dir)
+    _check_dir(analysis_dir)
+    limit_value = parse_quantity(limit) if limit else None
+    notes: dict[str, str] = {}
+    ingest = _read_json(analysis_dir / SUMMARY_FILE) if (analysis_dir / SUMMARY_FILE).is_file() else {}
+    if not ingest:
+        notes["summary"] = f"no {SUMMARY_FILE}: input files and capture manifests unknown"
+    files = [f for f in ingest.get("files", []) if isinstance(f, dict)]
+    captures = [c for c in ingest.get("captures", []) if isinstance(c, dict)]
+
+    events = pl.scan_parquet(analysis_dir / EVENTS_FILE)
+    sessions = pl.read_parquet(analysis_dir / SESSIONS_FILE)
+    span = (
+        events.select(
+            pl.col("ts").min().alias("first"),
+            pl.col("ts").max().alias("last"),
+            pl.len().alias("events"),
+            (pl.col("kind").cast(pl.String) == "unknown").sum().alias("unknown"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    first, last = span["first"], span["last"]
+    every = _bin_width(first, last)
+
+    redactor = Redactor(enabled=redact)
+    if redact:
+        jid_domains = sessions.select(pl.col("jid").str.extract(r"@\[?([^/\]]+)")).drop_nulls().unique()
+        rooms = (
+            pl.concat([sessions.select("room"), events.select("room").unique().collect()])
+            .drop_nulls()
+            .unique()
+        )
+        manifest_domains = [c.get(k) for c in captures for k in ("domain",) if isinstance(c.get(k), str)]
+        manifest_domains += [
+            c["config"].get(k)
+            for c in captures
+            if isinstance(c.get("config"), dict)
+            for k in ("domain", "muc")
+            if isinstance(c["config"].get(k), str)
+        ]
+        redactor.learn(
+            domains=jid_domains.to_series().to_list() + manifest_domains, rooms=rooms.to_series().to_list()
+        )
+
+    origin = _origin_for_load(sessions)
+    participants: dict[str, pl.DataFrame] = {}
+    load_curve = pl.DataFrame(
+        schema={"ts": pl.Datetime("us", "UTC"), "connected": pl.Int64, "joined": pl.Int64}
+    )
+    peaks: dict[str, dict[str, int]] = {}
+    for name in ("client", "server"):
+        part = sessions.filter(pl.col("origin") == name)
+        curve = concurrency(part)
+        if curve.height == 0:
+            continue
+        peaks[name] = {"connected": int(curve["connected"].max()), "joined": int(curve["joined"].max())}
+        participants[name] = _bin_curve(curve, every)
+        if name == origin:
+            load_curve = curve
+    if not participants:
+        notes["participants"] = (
+            "no session has a timestamp: the logs carry no times (e.g. kubectl logs of the "
+            "console sink), so participants over time cannot be drawn"
+        )
+
+    batches = (
+        sessions.filter(pl.col("batch").is_not_null() & pl.col("first_ts").is_not_null())
+        .group_by("batch")
+        .agg(pl.col("first_ts").min().alias("start"), pl.len().alias("participants"))
+        .sort("batch")
+        .to_dicts()
+    )
+    if participants and not batches:
+        notes["batches"] = "no ramp batch in the logs (only swarm captures record them)"
+
+    latency = latency_table(sessions)
+    if not latency:
+        notes["latency"] = "no session has two timed stages, so no join latency"
+
+    metrics_path = analysis_dir / METRICS_FILE
+    raw_metrics = pl.read_parquet(metrics_path) if metrics_path.is_file() else None
+    series = metric_series(raw_metrics, every) if raw_metrics is not None else []
+    for s in series:
+        s.name = redactor.text(s.name)
+    if raw_metrics is None:
+        notes["metrics"] = f"no {METRICS_FILE}: ingest a capture's metrics.csv or a Grafana/Prometheus export"
+    elif not series:
+        notes["metrics"] = "no RAM, CPU or bandwidth metric among the ingested metrics"
+
+    fit = _read_json(analysis_dir / FIT_FILE) if (analysis_dir / FIT_FILE).is_file() else None
+    if isinstance(fit, dict):
+        fit = redactor.value(fit)
+        if limit_value is not None and fit.get("capacity") is None:
+            unit_factor = 1 / 2**20 if str(fit.get("unit", "MiB")).lower() == "mib" else 1.0
+            fit["limit"] = limit_value * unit_factor
+            fit["capacity"] = _capacity_at(fit, limit_value * unit_factor)
+    else:
+        fit = None
+        notes["fit"] = f"no {FIT_FILE}: run `prosody-analyze fit {analysis_dir}` to add the fitted line"
+    scatter = _scatter(series, load_curve, raw_metrics) if raw_metrics is not None else None
+    if scatter is None:
+        notes["scatter"] = "needs a RAM metric and timed participants"
+
+    timeline, error_counts = _error_timeline(events, every)
+    bursts = None
+    if (analysis_dir / BURSTS_FILE).is_file():
+        bursts = [redactor.value(b) for b in _normalise_bursts(_read_json(analysis_dir / BURSTS_FILE))]
+    else:
+        notes["bursts"] = (
+            f"no {BURSTS_FILE}: run `prosody-analyze bursts {analysis_dir}` to list error bursts"
+        )
+
+    failed_rows = sessions.filter(pl.col("outcome") == "failed").sort(
+        "first_ts", "first_seq", nulls_last=True
+    )
+    failed = [
+        {k: redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}
+        for row in failed_rows.head(failed_limit).select(FAILED_COLUMNS).to_dicts()
+    ]
+    outcomes = (
+        sessions.group_by("origin", "outcome")
+        .len()
+        .sort("origin", "outcome")
+        .with_columns(pl.col("origin").cast(pl.String), pl.col("outcome").cast(pl.String))
+        .to_dicts()
+    )
+    duration = (last - first).total_seconds() if first and last else None
+    tool_versions = sorted({f"{c.get('tool', '?')} {c.get('version', '?')}" for c in captures})
+    summary = {
+        "what": redactor.text(_what_was_tested(captures, files, sessions)),
+        "start": _iso(first),
+        "end": _iso(last),
+        "duration_s": duration,
+        "events": span["events"],
+        "unrecognised_events": span["unknown"],
+        "unparsed_lines": sum(int(f.get("unparsed") or 0) for f in files),
+        "sessions": sessions.height,
+        "load_origin": origin,
+        "peak": peaks,
+        "failed_sessions": failed_rows.height,
+        "tool_versions": tool_versions,
+        "report_version": f"prosody-analyze report {__version__}",
+        "http_500": sum(c["events"] for c in error_counts if c.get("http_status") == 500),
+    }
+    for f in files:
+        f["path"] = redactor.text(f.get("path"))
+        f["notes"] = [redactor.text(n) for n in f.get("notes", []) if isinstance(n, str)]
+    generated = datetime.now(UTC)
+    return Report(
+        title=title or f"Prosody load report {first.strftime('%Y-%m-%d') if first else ''}".strip(),
+        generated=_iso(generated),
+        analysis_dir=redactor.text(str(analysis_dir)),
+        redacted=redact,
+        summary=summary,
+        files=files,
+        captures=[redactor.value(c) for c in captures],
+        outcomes=outcomes,
+        participants=participants,
+        batches=batches,
+        latency_table=latency,
+        latency_histograms=_latency_histograms(sessions),
+        latency_over_time=_latency_over_time(sessions),
+        metrics=series,
+        scatter=scatter,
+        fit=fit,
+        error_timeline=timeline,
+        error_counts=[{**c, "first": _iso(c["first"]), "last": _iso(c["last"])} for c in error_counts],
+        bursts=bursts,
+        failed=failed,
+        failed_total=failed_rows.height,
+        notes=notes,
+    )
+
+
+def write_report(
+    analysis_dir: Path,
+    out: Path,
+    format: str = "html",
+    redact: bool = False,
+    limit: str | None = None,
+    failed_limit: int = 50,
+    title: str | None = None,
+) -> ReportResult:
+    """Build the report and write it to ``out`` (HTML with plots, or a markdown summary without)."""
+    from .report_render import render_html, render_markdown, sections
+
+    if format not in ("html", "markdown"):
+        raise UserError(f"--format must be html or markdown, not {format!r}")
+    started = time.perf_counter()
+    report = build_report(analysis_dir, redact=redact, limit=limit, failed_limit=failed_limit, title=title)
+    text = render_html(report) if format == "html" else render_markdown(report)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return ReportResult(
+        str(out),
+        format,
+        out.stat().st_size,
+        round(time.perf_counter() - started, 3),
+        sections(report),
+        report.notes,
+    )

@@ -1,0 +1,787 @@
+"""Render a :class:`~prosody_analyze.report.Report` as one self-contained HTML page, or as markdown.
+
+Safety rules, each enforced in one place: table cells go through :func:`cell` (HTML-escaped),
+plot labels through :func:`plot_text` (escaped, since plotly.js reads labels as HTML), and figure
+JSON through plotly's encoder, which writes ``<``, ``>`` and ``/`` as ``\\u003c``-style escapes so
+no string can close the ``<script>`` it sits in. A Content-Security-Policy forbids every network
+fetch: the page runs only its own inline scripts (plotly.js included).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.io.json import to_json_plotly
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from .report import Report, burst_window
+
+CSS_FILE = Path(__file__).parent / "report_templates" / "report.css"
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data: blob:; font-src data:"
+)
+COLORS = {"connected": "#94a3b8", "joined": "#2563eb", "server": "#0f766e", "client": "#2563eb"}
+STAGE_COLORS = {"connect": "#0ea5e9", "auth": "#8b5cf6", "bind": "#f59e0b", "join": "#10b981"}
+ERROR_COLORS = {
+    "http_error": "#dc2626",
+    "traceback": "#7c2d12",
+    "stanza_error": "#f97316",
+    "conference_error": "#eab308",
+    "conference_timeout": "#a855f7",
+    "hibernation_timeout": "#64748b",
+}
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def cell(value: Any) -> str:
+    """A value as escaped HTML text: the only way log text reaches a table."""
+    if value is None:
+        return '<span class="muted">–</span>'
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, datetime):
+        return html.escape(value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])
+    if isinstance(value, list | dict):
+        return html.escape(json.dumps(value, default=str, ensure_ascii=False))
+    return html.escape(str(value))
+
+
+def plot_text(value: Any) -> str:
+    """A label for plotly (legend, hover, annotation): plotly.js renders a subset of HTML, so escape it."""
+    return html.escape(str(value))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], numeric: set[str] = frozenset()) -> str:
+    head = "".join(
+        f'<th class="{"num" if key in numeric else ""}">{html.escape(label)}</th>' for key, label in columns
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"num" if key in numeric else ""}">{cell(row.get(key))}</td>' for key, _ in columns
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _layout(fig: go.Figure, title: str, height: int = 380, **extra: Any) -> go.Figure:
+    settings = {
+        "title": {"text": plot_text(title), "x": 0.01, "font": {"size": 15}},
+        "template": "plotly_white",
+        "height": height,
+        "margin": {"l": 60, "r": 30, "t": 50, "b": 45},
+        "legend": {"orientation": "h", "y": -0.18},
+        "hovermode": "x unified",
+        "font": {"family": "system-ui, sans-serif"},
+    }
+    fig.update_layout(**{**settings, **extra})
+    return fig
+
+
+def _load_traces(report: Report, fig: go.Figure, **where: Any) -> None:
+    for origin, curve in report.participants.items():
+        fig.add_trace(
+            go.Scatter(
+                x=curve["ts"].to_list(),
+                y=curve["joined"].to_list(),
+                name=f"joined ({origin})",
+                line={"color": COLORS[origin], "width": 2, "shape": "hv"},
+                fill="tozeroy" if origin == "client" else None,
+                fillcolor="rgba(37,99,235,0.08)",
+            ),
+            **where,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=curve["ts"].to_list(),
+                y=curve["connected"].to_list(),
+                name=f"connected ({origin})",
+                line={"color": COLORS[origin], "width": 1.5, "dash": "dot", "shape": "hv"},
+            ),
+            **where,
+        )
+
+
+def participants_figure(report: Report) -> go.Figure | None:
+    if not report.participants:
+        return None
+    fig = go.Figure()
+    _load_traces(report, fig)
+    for batch in report.batches:
+        fig.add_vline(x=batch["start"], line={"color": "#cbd5e1", "width": 1, "dash": "dash"})
+    if report.batches:
+        fig.add_trace(
+            go.Scatter(
+                x=[b["start"] for b in report.batches],
+                y=[0] * len(report.batches),
+                mode="markers",
+                marker={"symbol": "triangle-up", "size": 9, "color": "#475569"},
+                name="ramp batch start",
+                text=[f"batch {b['batch']}: {b['participants']} participant(s)" for b in report.batches],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    return _layout(fig, "Participants over time (UTC)", yaxis_title="participants")
+
+
+def latency_distribution_figure(report: Report) -> go.Figure | None:
+    if not report.latency_histograms:
+        return None
+    fig = go.Figure()
+    for stage, (edges, counts) in report.latency_histograms.items():
+        centres = [(a * b) ** 0.5 * 1000 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        fig.add_trace(
+            go.Scatter(
+                x=centres,
+                y=counts,
+                name=stage,
+                mode="lines",
+                line={"shape": "hvh", "color": STAGE_COLORS[stage]},
+            )
+        )
+    return _layout(
+        fig,
+        "Join latency by stage: distribution",
+        xaxis={"type": "log", "title": "latency (ms)"},
+        yaxis_title="sessions",
+        hovermode="closest",
+    )
+
+
+def latency_time_figure(report: Report) -> go.Figure | None:
+    frame = report.latency_over_time
+    if frame is None:
+        return None
+    stages = [s for s in STAGE_COLORS if f"{s}_s_p50" in frame.columns]
+    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=stages)
+    ts = frame["first_ts"].to_list()
+    for col, stage in enumerate(stages, start=1):
+        for quantile, dash in (("p50", "solid"), ("p95", "dash"), ("p99", "dot")):
+            fig.add_trace(
+                go.Scatter(
+                    x=ts,
+                    y=(frame[f"{stage}_s_{quantile}"] * 1000).to_list(),
+                    name=f"{stage} {quantile}",
+                    line={"color": STAGE_COLORS[stage], "dash": dash},
+                    mode="lines",
+                    legendgroup=quantile,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="ms", row=1, col=1)
+    fig.for_each_trace(lambda t: t.update(name=t.name.split(" ")[1]) if t.showlegend else None)
+    return _layout(fig, "Join latency p50 / p95 / p99 over time (by session start, UTC)", height=360)
+
+
+def metric_figures(report: Report) -> list[tuple[str, go.Figure]]:
+    figures = []
+    for group in ("RAM", "CPU", "bandwidth"):
+        series = [s for s in report.metrics if s.group == group]
+        if not series:
+            continue
+        unit = series[0].unit
+        fig = make_subplots(
+            rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06
+        )
+        for s in series:
+            fig.add_trace(go.Scatter(x=s.ts, y=s.values, name=plot_text(s.name), mode="lines"), row=1, col=1)
+        _load_traces(report, fig, row=2, col=1)
+        fig.update_yaxes(title_text=unit, row=1, col=1)
+        fig.update_yaxes(title_text="participants", row=2, col=1)
+        figures.append((group, _layout(fig, f"{group} ({unit}) under the load (UTC)", height=460)))
+    return figures
+
+
+def _fit_line(fit: dict[str, Any], xs: list[float]) -> tuple[list[float], list[float]] | None:
+    line = fit.get("line")
+    if isinstance(line, dict) and isinstance(line.get("participants"), list):
+        return line["participants"], line.get("values") or line.get("y") or []
+    slope, intercept = fit.get("slope"), fit.get("intercept")
+    if isinstance(slope, int | float) and isinstance(intercept, int | float) and xs:
+        top = max(max(xs), fit.get("capacity") or 0)
+        return [0, top], [intercept, intercept + slope * top]
+    return None
+
+
+def scatter_figure(report: Report) -> go.Figure | None:
+    scatter, fit = report.scatter, report.fit or {}
+    if scatter is None and not fit:
+        return None
+    fig = go.Figure()
+    xs = scatter["participants"] if scatter else []
+    if scatter:
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=scatter["values"],
+                mode="markers",
+                name=plot_text(scatter["metric"]),
+                marker={"size": 5, "color": "rgba(37,99,235,0.45)"},
+            )
+        )
+    band = fit.get("band")
+    if isinstance(band, dict) and all(isinstance(band.get(k), list) for k in ("participants", "low", "high")):
+        fig.add_trace(
+            go.Scatter(
+                x=band["participants"] + band["participants"][::-1],
+                y=band["high"] + band["low"][::-1],
+                fill="toself",
+                fillcolor="rgba(220,38,38,0.12)",
+                line={"width": 0},
+                name="95 % confidence band",
+                hoverinfo="skip",
+            )
+        )
+    line = _fit_line(fit, xs)
+    if line:
+        fig.add_trace(
+            go.Scatter(
+                x=line[0], y=line[1], mode="lines", name="fitted line", line={"color": "#dc2626", "width": 2}
+            )
+        )
+    if isinstance(fit.get("breakpoint"), int | float):
+        fig.add_vline(
+            x=fit["breakpoint"],
+            line={"color": "#f59e0b", "dash": "dash"},
+            annotation_text=f"breakpoint ≈ {fit['breakpoint']:,.0f}",
+        )
+    if isinstance(fit.get("limit"), int | float):
+        fig.add_hline(
+            y=fit["limit"],
+            line={"color": "#7c2d12", "dash": "dot"},
+            annotation_text=f"limit {fit['limit']:,.0f}",
+        )
+    if isinstance(fit.get("capacity"), int | float):
+        fig.add_vline(
+            x=fit["capacity"],
+            line={"color": "#7c2d12", "dash": "dot"},
+            annotation_text=f"capacity ≈ {fit['capacity']:,.0f} participants",
+        )
+    unit = (scatter or {}).get("unit") or fit.get("unit") or ""
+    return _layout(
+        fig,
+        "Memory vs participants joined",
+        xaxis_title="participants joined",
+        yaxis_title=plot_text(unit),
+        hovermode="closest",
+    )
+
+
+def error_figure(report: Report) -> go.Figure | None:
+    timeline = report.error_timeline
+    if timeline is None and not report.bursts:
+        return None
+    fig = go.Figure()
+    if timeline is not None:
+        for kind in sorted(set(timeline["kind"].to_list())):
+            rows = timeline.filter(timeline["kind"] == kind)
+            fig.add_trace(
+                go.Bar(
+                    x=rows["ts"].to_list(),
+                    y=rows["events"].to_list(),
+                    name=kind,
+                    marker_color=ERROR_COLORS.get(kind, "#334155"),
+                )
+            )
+    for number, burst in enumerate(report.bursts or [], start=1):
+        start, end = burst_window(burst)
+        if start and end:
+            fig.add_vrect(
+                x0=start,
+                x1=end,
+                fillcolor="rgba(220,38,38,0.12)",
+                line_width=0,
+                annotation_text=f"burst {number}",
+                annotation_position="top left",
+            )
+    return _layout(
+        fig, "Errors over time, bursts shaded (UTC)", barmode="stack", yaxis_title="events per bin", bargap=0
+    )
+
+
+def sections(report: Report) -> list[str]:
+    present = ["summary", "files", "failed sessions"]
+    present += ["participants"] if report.participants else []
+    present += ["latency"] if report.latency_table else []
+    present += ["metrics"] if report.metrics else []
+    present += ["fit"] if report.fit else []
+    present += ["errors"] if report.error_timeline is not None or report.error_counts else []
+    present += ["bursts"] if report.bursts is not None else []
+    return present
+
+
+# --- HTML -----------------------------------------------------------------------------------------
+
+
+class _Figures:
+    """Collects figures as escaped JSON blocks and the divs that show them."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+
+    def div(self, fig: go.Figure | None) -> str:
+        if fig is None:
+            return ""
+        number = len(self.blocks)
+        payload = to_json_plotly({"data": fig.data, "layout": fig.layout})
+        self.blocks.append(f'<script type="application/json" id="figure-data-{number}">{payload}</script>')
+        return f'<div class="plot" id="figure-{number}" data-figure="{number}"></div>'
+
+
+def _note(report: Report, *keys: str) -> str:
+    texts = [report.notes[k] for k in keys if k in report.notes]
+    return "".join(f'<p class="note">{html.escape(t)}</p>' for t in texts)
+
+
+def _tiles(report: Report) -> str:
+    summary = report.summary
+    peak = summary["peak"].get(summary["load_origin"] or "", {})
+    tiles = [
+        ("duration", duration(summary["duration_s"])),
+        ("peak joined", f"{peak.get('joined', 0):,}" if peak else "–"),
+        ("peak connected", f"{peak.get('connected', 0):,}" if peak else "–"),
+        ("sessions", f"{summary['sessions']:,}"),
+        ("failed sessions", f"{summary['failed_sessions']:,}"),
+        ("HTTP 500", f"{summary['http_500']:,}"),
+        ("events", f"{summary['events']:,}"),
+    ]
+    return (
+        '<div class="tiles">'
+        + "".join(
+            f'<div class="tile"><div class="tile-value">{html.escape(v)}</div>'
+            f'<div class="tile-label">{html.escape(k)}</div></div>'
+            for k, v in tiles
+        )
+        + "</div>"
+    )
+
+
+def _summary_html(report: Report) -> str:
+    s = report.summary
+    peaks = (
+        "; ".join(
+            f"{origin}: {p['joined']:,} joined, {p['connected']:,} connected"
+            for origin, p in s["peak"].items()
+        )
+        or None
+    )
+    rows = [
+        ("What was tested", s["what"]),
+        ("When (UTC)", f"{s['start']} → {s['end']}" if s["start"] else "no timestamps in the logs"),
+        ("How long", duration(s["duration_s"])),
+        ("Peak participants", peaks),
+        ("Load curve from", s["load_origin"]),
+        (
+            "Events",
+            f"{s['events']:,} ({s['unrecognised_events']:,} not recognised, "
+            f"{s['unparsed_lines']:,} unparsed lines)",
+        ),
+        ("Tool version", ", ".join(s["tool_versions"]) or "not recorded (logs only)"),
+        (
+            "Report",
+            f"{s['report_version']}, generated {report.generated}"
+            + (", names pseudonymised (--redact)" if report.redacted else ""),
+        ),
+    ]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in rows)
+    outcomes = table(
+        report.outcomes, [("origin", "origin"), ("outcome", "outcome"), ("len", "sessions")], {"len"}
+    )
+    return f'<table class="facts">{body}</table><h3>Outcomes</h3>{outcomes}'
+
+
+def _files_html(report: Report) -> str:
+    rows = [
+        {
+            **f,
+            "size": f.get("size_bytes"),
+            "span": f"{f.get('first_ts') or ''} → {f.get('last_ts') or ''}" if f.get("first_ts") else None,
+            "notes": "; ".join(f.get("notes") or []) or None,
+        }
+        for f in report.files
+    ]
+    files = table(
+        rows,
+        [
+            ("path", "file"),
+            ("format", "format"),
+            ("size", "bytes"),
+            ("lines", "lines"),
+            ("events", "events"),
+            ("unparsed", "unparsed"),
+            ("span", "time span (UTC)"),
+            ("sha256", "SHA-256"),
+            ("notes", "notes"),
+        ],
+        {"size", "lines", "events", "unparsed"},
+    )
+    manifests = "".join(
+        f"<details><summary>capture manifest: {cell(c.get('path'))}</summary>"
+        f"<pre>{html.escape(json.dumps(c, indent=2, default=str, ensure_ascii=False))}</pre></details>"
+        for c in report.captures
+    )
+    return files + manifests
+
+
+def _latency_html(report: Report, figures: _Figures) -> str:
+    if not report.latency_table:
+        return _note(report, "latency")
+    numeric = {"count", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
+    columns = [
+        ("stage", "stage"),
+        ("count", "sessions"),
+        ("p50_ms", "p50 (ms)"),
+        ("p95_ms", "p95 (ms)"),
+        ("p99_ms", "p99 (ms)"),
+        ("max_ms", "max (ms)"),
+    ]
+    return (
+        table(report.latency_table, columns, numeric)
+        + figures.div(latency_distribution_figure(report))
+        + figures.div(latency_time_figure(report))
+    )
+
+
+def _metrics_html(report: Report, figures: _Figures) -> str:
+    if not report.metrics:
+        return _note(report, "metrics")
+    rows = [
+        {"name": s.name, "group": s.group, "unit": s.unit, "peak": s.peak, "mean": s.mean}
+        for s in report.metrics
+    ]
+    summary = table(
+        rows,
+        [("name", "metric"), ("group", "kind"), ("unit", "unit"), ("peak", "peak"), ("mean", "mean")],
+        {"peak", "mean"},
+    )
+    return summary + "".join(figures.div(fig) for _, fig in metric_figures(report))
+
+
+def _fit_html(report: Report, figures: _Figures) -> str:
+    fit = report.fit or {}
+    shown = {k: v for k, v in fit.items() if not isinstance(v, list | dict)}
+    facts = "".join(f"<tr><th>{cell(k)}</th><td>{cell(v)}</td></tr>" for k, v in shown.items())
+    fit_table = f'<table class="facts">{facts}</table>' if facts else ""
+    return _note(report, "fit", "scatter") + fit_table + figures.div(scatter_figure(report))
+
+
+def _signatures(burst: dict[str, Any]) -> str:
+    found = burst.get("signatures") or []
+    if isinstance(found, dict):
+        found = [{"name": k, "explanation": v} for k, v in found.items()]
+    items = []
+    for signature in found if isinstance(found, list) else [found]:
+        if isinstance(signature, dict):
+            name = signature.get("name") or signature.get("id") or signature.get("signature")
+            text = signature.get("explanation") or signature.get("description") or ""
+            items.append(f"<li><b>{cell(name)}</b> {cell(text)}</li>")
+        else:
+            items.append(f"<li>{cell(signature)}</li>")
+    return f"<ul>{''.join(items)}</ul>" if items else cell(None)
+
+
+def _context(burst: dict[str, Any]) -> str:
+    context = burst.get("context") or burst.get("lines") or burst.get("examples")
+    if not context:
+        return cell(None)
+    if isinstance(context, list):
+        context = "\n".join(c if isinstance(c, str) else json.dumps(c, default=str) for c in context)
+    return f"<details><summary>context</summary><pre>{cell(context)}</pre></details>"
+
+
+def _bursts_html(report: Report, figures: _Figures) -> str:
+    counts = table(
+        report.error_counts,
+        [
+            ("kind", "error kind"),
+            ("http_status", "HTTP"),
+            ("events", "events"),
+            ("first", "first (UTC)"),
+            ("last", "last (UTC)"),
+        ],
+        {"events"},
+    )
+    parts = [
+        figures.div(error_figure(report)),
+        "<h3>Error events by kind</h3>",
+        counts,
+        _note(report, "bursts"),
+    ]
+    if report.bursts:
+        shown_keys = {
+            "start",
+            "start_ts",
+            "first_ts",
+            "from",
+            "end",
+            "end_ts",
+            "last_ts",
+            "to",
+            "signatures",
+            "context",
+            "lines",
+            "examples",
+        }
+        rows = []
+        for number, burst in enumerate(report.bursts, start=1):
+            start, end = burst_window(burst)
+            other = {k: v for k, v in burst.items() if k not in shown_keys}
+            details = "".join(f"<div><b>{cell(k)}</b> {cell(v)}</div>" for k, v in other.items())
+            rows.append(
+                f"<tr><td class='num'>{number}</td><td>{cell(start)}</td><td>{cell(end)}</td>"
+                f"<td>{cell(duration((end - start).total_seconds()) if start and end else None)}</td>"
+                f"<td class='kv'>{details}</td>"
+                f"<td>{_signatures(burst)}</td><td>{_context(burst)}</td></tr>"
+            )
+        parts.append(
+            "<h3>Bursts</h3><div class='table-wrap'><table><thead><tr><th class='num'>#</th>"
+            "<th>start (UTC)</th><th>end (UTC)</th><th>duration</th><th>details</th><th>known signatures</th>"
+            "<th>context</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    elif report.bursts is not None:
+        parts.append('<p class="note">no error burst found</p>')
+    return "".join(parts)
+
+
+def _failed_html(report: Report) -> str:
+    if not report.failed:
+        return '<p class="note">no failed session</p>'
+    columns = [
+        ("first_ts", "first seen (UTC)"),
+        ("origin", "origin"),
+        ("participant", "participant"),
+        ("session", "session"),
+        ("failed_stage", "failed stage"),
+        ("error", "error"),
+        ("http_status", "HTTP"),
+        ("jid", "JID"),
+        ("room", "room"),
+        ("file", "file"),
+    ]
+    more = (
+        f'<p class="note">first {len(report.failed):,} of {report.failed_total:,} failed sessions</p>'
+        if report.failed_total > len(report.failed)
+        else ""
+    )
+    return more + table(report.failed, columns, {"http_status"})
+
+
+def render_html(report: Report) -> str:
+    figures = _Figures()
+    body = [
+        ("summary", "Run summary", _tiles(report) + _summary_html(report)),
+        ("files", "Input files", _note(report, "summary") + _files_html(report)),
+        (
+            "participants",
+            "Participants over time",
+            _note(report, "participants", "batches") + figures.div(participants_figure(report)),
+        ),
+        ("latency", "Join latency by stage", _latency_html(report, figures)),
+        ("metrics", "Resources under the load", _metrics_html(report, figures)),
+        ("fit", "Memory vs participants", _fit_html(report, figures)),
+        ("errors", "Errors and bursts", _bursts_html(report, figures)),
+        ("failed", "Failed sessions", _failed_html(report)),
+    ]
+    nav = "".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in body)
+    sections_html = "".join(
+        f'<section id="{key}"><h2>{html.escape(title)}</h2>{content}</section>'
+        for key, title, content in body
+    )
+    css = CSS_FILE.read_text(encoding="utf-8")
+    redacted = '<span class="badge">redacted</span>' if report.redacted else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(report.title)}</title>
+<style>{css}</style>
+</head><body>
+<header><h1>{html.escape(report.title)} {redacted}</h1>
+<p class="sub">{cell(report.summary["what"])} · {cell(report.summary["start"] or "no timestamps")}
+ · analysis {cell(report.analysis_dir)}</p><nav>{nav}</nav></header>
+<main>{sections_html}</main>
+<footer>{cell(report.summary["report_version"])} · generated {cell(report.generated)} · times in UTC</footer>
+<script>{get_plotlyjs()}</script>
+{"".join(figures.blocks)}
+<script>
+(function () {{
+  var plots = document.querySelectorAll("div.plot");
+  var pending = [];
+  plots.forEach(function (div) {{
+    var figure = JSON.parse(document.getElementById("figure-data-" + div.dataset.figure).textContent);
+    pending.push(Plotly.newPlot(div, figure.data, figure.layout, {json.dumps(PLOT_CONFIG)}));
+  }});
+  Promise.all(pending).then(function () {{ document.body.dataset.plotsRendered = String(plots.length); }});
+}})();
+</script>
+</body></html>
+"""
+
+
+# --- markdown -------------------------------------------------------------------------------------
+
+
+def md(value: Any) -> str:
+    """A markdown table cell: escaped like HTML (tickets render it) and without pipes or newlines."""
+    if value is None:
+        return "–"
+    return (
+        cell(value)
+        .replace("|", "\\|")
+        .replace("\n", " ")
+        .replace("`", "\\`")
+        .replace("*", "\\*")
+        .replace("_", "\\_")
+    )
+
+
+def md_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    if not rows:
+        return "_none_\n"
+    lines = ["| " + " | ".join(label for _, label in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(md(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report: Report) -> str:
+    s = report.summary
+    peaks = "; ".join(
+        f"{o}: {p['joined']:,} joined, {p['connected']:,} connected" for o, p in s["peak"].items()
+    )
+    out = [
+        f"## {md(report.title)}",
+        "",
+        f"- **What was tested:** {md(s['what'])}",
+        f"- **When (UTC):** {md(s['start'])} → {md(s['end'])} ({duration(s['duration_s'])})",
+        f"- **Peak participants:** {md(peaks or None)}",
+        f"- **Sessions:** {s['sessions']:,}, failed {s['failed_sessions']:,}; HTTP 500: {s['http_500']:,}",
+        f"- **Events:** {s['events']:,} ({s['unparsed_lines']:,} unparsed lines)",
+        f"- **Tool version:** {md(', '.join(s['tool_versions']) or 'not recorded')}; "
+        f"{md(s['report_version'])}" + (" (names pseudonymised)" if report.redacted else ""),
+        "",
+        "### Outcomes",
+        md_table(report.outcomes, [("origin", "origin"), ("outcome", "outcome"), ("len", "sessions")]),
+        "### Input files",
+        md_table(
+            report.files,
+            [
+                ("path", "file"),
+                ("format", "format"),
+                ("size_bytes", "bytes"),
+                ("events", "events"),
+                ("unparsed", "unparsed"),
+                ("sha256", "SHA-256"),
+            ],
+        ),
+        "### Join latency by stage",
+        md_table(
+            report.latency_table,
+            [
+                ("stage", "stage"),
+                ("count", "sessions"),
+                ("p50_ms", "p50 ms"),
+                ("p95_ms", "p95 ms"),
+                ("p99_ms", "p99 ms"),
+                ("max_ms", "max ms"),
+            ],
+        ),
+    ]
+    if report.metrics:
+        out += [
+            "### Resources",
+            md_table(
+                [{"name": m.name, "unit": m.unit, "peak": m.peak, "mean": m.mean} for m in report.metrics],
+                [("name", "metric"), ("unit", "unit"), ("peak", "peak"), ("mean", "mean")],
+            ),
+        ]
+    if report.fit:
+        out += [
+            "### Fit",
+            md_table(
+                [{"key": k, "value": v} for k, v in report.fit.items() if not isinstance(v, list | dict)],
+                [("key", "key"), ("value", "value")],
+            ),
+        ]
+    out += [
+        "### Errors by kind",
+        md_table(
+            report.error_counts,
+            [
+                ("kind", "kind"),
+                ("http_status", "HTTP"),
+                ("events", "events"),
+                ("first", "first (UTC)"),
+                ("last", "last (UTC)"),
+            ],
+        ),
+    ]
+    if report.bursts:
+        rows = []
+        for number, burst in enumerate(report.bursts, start=1):
+            start, end = burst_window(burst)
+            found = burst.get("signatures") or []
+            names = (
+                [f.get("name") or f.get("id") if isinstance(f, dict) else f for f in found]
+                if isinstance(found, list)
+                else list(found)
+                if isinstance(found, dict)
+                else [found]
+            )
+            rows.append(
+                {"n": number, "start": start, "end": end, "signatures": ", ".join(map(str, names)) or None}
+            )
+        out += [
+            "### Error bursts",
+            md_table(
+                rows,
+                [
+                    ("n", "#"),
+                    ("start", "start (UTC)"),
+                    ("end", "end (UTC)"),
+                    ("signatures", "known signatures"),
+                ],
+            ),
+        ]
+    out += [
+        f"### Failed sessions (first {len(report.failed):,} of {report.failed_total:,})",
+        md_table(
+            report.failed,
+            [
+                ("first_ts", "first seen (UTC)"),
+                ("origin", "origin"),
+                ("participant", "participant"),
+                ("session", "session"),
+                ("failed_stage", "stage"),
+                ("error", "error"),
+                ("http_status", "HTTP"),
+            ],
+        ),
+    ]
+    notes = [f"- {md(text)}" for text in report.notes.values()]
+    if notes:
+        out += ["### Not in this report", *notes, ""]
+    return "\n".join(out)
