@@ -182,13 +182,15 @@ class Swarm:
         config = self.config
         self.summary.started += 1
         attempt = 0
+        marks: dict[str, float] = {}
         try:
             while True:
-                failure = await self._attempt(planned, number)
+                marks = {}
+                failure = await self._attempt(planned, number, marks)
                 if failure is None:
                     return
                 if attempt >= config.retries or self.stopping.is_set() or self.abort_reason:
-                    self._settle_failed(failure)
+                    self._settle_failed(failure, marks)
                     return
                 attempt += 1
                 wait = min(config.retry_backoff * 2 ** (attempt - 1), MAX_RETRY_WAIT_S)
@@ -207,7 +209,7 @@ class Swarm:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), wait)
                 if self.stopping.is_set():
-                    self._settle_failed(failure)
+                    self._settle_failed(failure, marks)
                     return
         except asyncio.CancelledError:
             raise
@@ -219,10 +221,15 @@ class Swarm:
                 error=f"internal error: {type(error).__name__}: {error}",
             )
             self._write(planned, failure)
-            self._settle_failed(failure)
+            self._settle_failed(failure, marks)
 
-    async def _attempt(self, planned: PlannedParticipant, number: int) -> Event | None:
-        """One connection; returns the failure event if it failed before joining, else None."""
+    async def _attempt(
+        self, planned: PlannedParticipant, number: int, marks: dict[str, float]
+    ) -> Event | None:
+        """One connection; returns the failure event if it failed before joining, else None.
+
+        ``marks`` receives the monotonic time each stage was reached ("in": in the room, "out": gone).
+        """
         config = self.config
         machine = Participant(
             planned.participant_id,
@@ -232,7 +239,6 @@ class Swarm:
             conference_target=None if config.conference_over_http else config.conference_request_target,
             join_muc=config.join_muc,
         )
-        marks: dict[str, float] = {}
         ws: ClientConnection | None = None
         async with self.connect_slots:
             if self.stopping.is_set():
@@ -397,11 +403,9 @@ class Swarm:
     def _record(
         self, planned: PlannedParticipant, machine: Participant, events: list[Event], marks: dict[str, float]
     ) -> Event | None:
-        """Write events, update counters and stage timings; returns a pre-join failure if any.
-
-        ``marks`` holds the monotonic time each stage of this attempt was reached ("in": in the room).
-        """
+        """Write events, update counters and stage timings; returns a pre-join failure if any."""
         failure = None
+        last_error = None
         for event in events:
             self._write(planned, event)
             stage = STAGE_OF_KIND.get(event.kind)
@@ -412,20 +416,23 @@ class Swarm:
                     self.stage_samples[timed].append(now - marks[previous])
             if event.stage is not None:
                 failure = event
-            elif event.kind == "disconnected" and "in" in marks and "out" not in marks:
-                marks["out"] = time.monotonic()
-                self.in_room -= 1
-                if event.level == "error":
-                    self.summary.dropped += 1
-                    self.errors[event.error] += 1
-                else:
-                    self.summary.left += 1
+            if event.level == "error":
+                last_error = event.error
         if machine.in_conference and "in" not in marks:
             marks["in"] = time.monotonic()
-            self._settle_joined()
+            self._settle_joined(marks)
+        elif machine.done and "in" in marks and "out" not in marks:
+            marks["out"] = time.monotonic()
+            self.in_room -= 1
+            if machine.phase is Phase.CLOSED:
+                self.summary.left += 1
+            else:
+                self.summary.dropped += 1
+                self.errors[last_error or "connection lost"] += 1
         return failure
 
-    def _settle_joined(self) -> None:
+    def _settle_joined(self, marks: dict[str, float]) -> None:
+        marks["settled"] = marks["in"]
         self.summary.joined += 1
         self.unsettled -= 1
         self.in_room += 1
@@ -436,7 +443,10 @@ class Swarm:
             self.summary.all_joined_s = round(took, 3)
             self.writer.write("all_joined", message=f"All joined, took {took:.3f} seconds.")
 
-    def _settle_failed(self, failure: Event) -> None:
+    def _settle_failed(self, failure: Event, marks: dict[str, float]) -> None:
+        if "settled" in marks:  # joined first: a later internal error is not a join failure
+            return
+        marks["settled"] = time.monotonic()
         self.summary.failed += 1
         self.unsettled -= 1
         self.failures_by_stage[failure.stage] += 1
