@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,10 +23,9 @@ import polars as pl
 
 from .capture import MANIFEST_FILE, METRICS_CSV
 from .errors import UserError
-from .parsers import parse_file, sniff
+from .parsers import FileResult, parse_file, sniff
 from .parsers.source import ReadNotes
 from .schema import (
-    EVENT_SCHEMA,
     EVENTS_FILE,
     METRIC_SCHEMA,
     METRICS_FILE,
@@ -145,39 +145,51 @@ def read_metrics_csv(path: Path, display: str) -> pl.DataFrame:
     return conform(table, METRIC_SCHEMA)
 
 
-def _ingest_one(
-    path: Path,
-    scratch: Path,
-    year: int | None,
-    parts: list[pl.LazyFrame],
-    lifecycles: list[pl.LazyFrame],
-    captures: list[dict[str, Any]],
-) -> FileSummary:
-    display = str(path)
-    summary = FileSummary(display, path.stat().st_size, _sha256(path), "unrecognised")
+@dataclass
+class _Pending:
+    """A file being parsed: its figures are final once the events have been written."""
+
+    summary: FileSummary
+    result: FileResult
+    notes: ReadNotes
+
+    def finish(self) -> None:
+        summary, result = self.summary, self.result
+        summary.lines, summary.events, summary.unparsed = result.lines, result.events, result.unparsed
+        summary.first_ts, summary.last_ts = _iso(result.first_ts), _iso(result.last_ts)
+        summary.notes.extend(self.notes.messages)
+        if result.invalid_utf8_lines:
+            summary.notes.append(f"{result.invalid_utf8_lines} line(s) with invalid UTF-8, shown as U+FFFD")
+        if result.error:
+            summary.notes.append(result.error)
+
+
+def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, run: _Run) -> None:
     sniffed = sniff(path)
     if sniffed.format is None:
         summary.notes.append(sniffed.reason)
-        return summary
+        return
     summary.format = sniffed.label
     notes = ReadNotes()
     try:
-        result, events, lifecycle = parse_file(path, display, sniffed, notes, scratch, year=year)
+        result, events, lifecycle = parse_file(path, summary.path, sniffed, notes, scratch, year=year)
     except Exception as error:  # a file we cannot parse must not stop the others
         summary.format = "error"
         summary.notes.append(f"could not parse as {sniffed.label}: {type(error).__name__}: {error}")
-        return summary
+        return
     if events is not None:
-        parts.append(events)
-    if lifecycle is not None:
-        lifecycles.append(lifecycle)
-    captures.extend({"path": display, **manifest} for manifest in result.manifests)
-    summary.lines, summary.events, summary.unparsed = result.lines, result.events, result.unparsed
-    summary.first_ts, summary.last_ts = _iso(result.first_ts), _iso(result.last_ts)
-    summary.notes.extend(notes.messages)
-    if result.invalid_utf8_lines:
-        summary.notes.append(f"{result.invalid_utf8_lines} line(s) with invalid UTF-8, shown as U+FFFD")
-    return summary
+        run.parts.append(events)
+    run.lifecycles.append(lifecycle)
+    run.pending.append(_Pending(summary, result, notes))
+
+
+@dataclass
+class _Run:
+    parts: list[pl.LazyFrame] = field(default_factory=list)
+    lifecycles: list[list[pl.DataFrame]] = field(default_factory=list)  # filled while events are written
+    pending: list[_Pending] = field(default_factory=list)
+    captures: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[pl.DataFrame] = field(default_factory=list)
 
 
 def ingest(
@@ -193,73 +205,93 @@ def ingest(
     files = list(_walk(paths, out_dir))
     if not files:
         raise UserError(f"no files found under {', '.join(map(str, paths))}")
-    summaries: list[FileSummary] = []
-    captures: list[dict[str, Any]] = []
-    metric_tables: list[pl.DataFrame] = []
     scratch = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out_dir))
-    try:
-        parts: list[pl.LazyFrame] = []
-        lifecycles: list[pl.LazyFrame] = []
-        for path in _progress(files, progress):
-            if path.name == MANIFEST_FILE:
-                summaries.append(_manifest(path, captures))
-                continue
-            if _is_metrics_csv(path):
-                table = read_metrics_csv(path, str(path))
-                metric_tables.append(table)
-                summaries.append(
-                    FileSummary(str(path), path.stat().st_size, _sha256(path), "metrics", lines=table.height)
+    # Hashing runs beside parsing (hashlib releases the GIL): it costs a read, not a pass.
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        try:
+            digests = [hasher.submit(_sha256, path) for path in files]
+            summaries = [FileSummary(str(path), path.stat().st_size, "", "unrecognised") for path in files]
+            run = _Run()
+            with _Progress(progress) as bar:
+                for path, summary in zip(files, summaries, strict=True):
+                    bar.step(f"reading {path.name}")
+                    if path.name == MANIFEST_FILE:
+                        _manifest(path, summary, run.captures)
+                    elif _is_metrics_csv(path):
+                        table = read_metrics_csv(path, str(path))
+                        run.metrics.append(table)
+                        summary.format, summary.lines = "metrics", table.height
+                    else:
+                        _start(path, summary, scratch, year, run)
+                if not run.pending:
+                    reasons = "; ".join(f"{f.path}: {', '.join(f.notes) or f.format}" for f in summaries[:5])
+                    raise UserError(f"no log file could be ingested ({reasons})")
+                bar.step(f"writing {EVENTS_FILE}")
+                pl.concat(run.parts).sink_parquet(out_dir / EVENTS_FILE, compression="lz4")
+                bar.step(f"writing {SESSIONS_FILE}")
+                for pending in run.pending:
+                    pending.finish()
+                lifecycle = [frame for frames in run.lifecycles for frame in frames]
+                sessions = (
+                    build_sessions(pl.concat(lifecycle)) if lifecycle else pl.DataFrame(schema=SESSION_SCHEMA)
                 )
-                continue
-            summaries.append(_ingest_one(path, scratch, year, parts, lifecycles, captures))
-        summary = IngestSummary(str(out_dir), summaries, captures, 0, 0, 0)
-        if not summary.ingested_files:
-            reasons = "; ".join(f"{f.path}: {', '.join(f.notes) or f.format}" for f in summaries[:5])
-            raise UserError(f"no log file could be ingested ({reasons})")
-        events_path = out_dir / EVENTS_FILE
-        if parts:
-            pl.concat(parts).sink_parquet(events_path, compression="lz4")
-        else:
-            pl.DataFrame(schema=EVENT_SCHEMA).write_parquet(events_path)
-        sessions = (
-            build_sessions(pl.concat(lifecycles)) if lifecycles else pl.DataFrame(schema=SESSION_SCHEMA)
-        )
-        sessions.write_parquet(out_dir / SESSIONS_FILE)
-        summary.events = sum(f.events for f in summaries if f.ingested)
-        summary.sessions = sessions.height
-        if metric_tables:
-            metrics = pl.concat(metric_tables)
-            metrics.write_parquet(out_dir / METRICS_FILE)
-            summary.metrics = metrics.height
-        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
-        return summary
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+                sessions.write_parquet(out_dir / SESSIONS_FILE)
+            for summary, digest in zip(summaries, digests, strict=True):
+                summary.sha256 = digest.result()
+            for pending in run.pending:
+                for manifest in pending.result.manifests:
+                    run.captures.append({"path": pending.summary.path, **manifest})
+            summary = IngestSummary(str(out_dir), summaries, run.captures, 0, sessions.height, 0)
+            summary.events = sum(f.events for f in summaries if f.ingested)
+            if run.metrics:
+                metrics = pl.concat(run.metrics)
+                metrics.write_parquet(out_dir / METRICS_FILE)
+                summary.metrics = metrics.height
+            (out_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+            return summary
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _manifest(path: Path, captures: list[dict[str, Any]]) -> FileSummary:
-    summary = FileSummary(str(path), path.stat().st_size, _sha256(path), "capture-manifest")
+def _manifest(path: Path, summary: FileSummary, captures: list[dict[str, Any]]) -> None:
+    summary.format = "capture-manifest"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         summary.format = "unrecognised"
         summary.notes.append(f"manifest.json is not valid JSON: {error}")
-        return summary
+        return
     captures.append(
         {"path": str(path.parent), **(manifest if isinstance(manifest, dict) else {"manifest": manifest})}
     )
-    return summary
 
 
-def _progress(files: list[Path], enabled: bool) -> Iterator[Path]:
-    if not enabled:
-        yield from files
-        return
-    from rich.progress import Progress
+class _Progress:
+    """A rich spinner naming the step under way (on stderr), or nothing."""
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("ingesting", total=len(files))
-        for path in files:
-            bar.update(task, description=f"ingesting {path.name}")
-            yield path
-            bar.advance(task)
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("ingest", total=None)
+        return self
+
+    def step(self, description: str) -> None:
+        if self.enabled:
+            self.bar.update(self.task, description=description)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from ..schema import EVENT_SCHEMA, conform
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
@@ -38,7 +39,7 @@ FORMATS = {
 STREAMED = {prosody_file.NAME, prosody_console.NAME}
 MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
-REFINE_ROWS = 250_000  # detail rows refined at a time: bounds memory on huge logs
+BATCH_ROWS = 200_000  # lines per streamed batch of a Prosody log: bounds memory on huge logs
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class FileResult:
     first_ts: datetime | None = None
     last_ts: datetime | None = None
     manifests: list[dict] = field(default_factory=list)  # swarm manifests found inside the log
+    error: str = ""  # why parsing stopped early (what came before is kept)
 
 
 def _plain_text(path: Path, notes: ReadNotes, scratch: Path) -> Path:
@@ -161,52 +163,59 @@ def _scratch_file(scratch: Path, prefix: str) -> Path:
 
 
 def _stream(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
-    """Prosody formats, in bounded memory whatever the size (see ``prosody_server`` for the passes).
+    """Prosody formats, in one streaming pass with memory bounded by a batch, whatever the file size.
 
-    Scan 1 streams the rows that need a closer look to a scratch part, with the file's figures;
-    they are refined a slice at a time. Scan 2 streams the other rows straight into the result.
-    Rows come out grouped (plain rows, then refined rows): sort by ``seq`` for the line order.
+    polars scans the file (pass 1 of ``prosody_server``) and hands over batches of rows; each batch's
+    few detail rows are refined (pass 2) and the batch goes on to the Parquet writer. Within a batch
+    the plain rows come first, then the refined ones: sort by ``seq`` for the line order. The
+    figures and the lifecycle rows (for sessions) fill in as the returned frame is consumed.
     """
     plain = _plain_text(path, notes, scratch)
-    detail_part = _scratch_file(scratch, "detail-")
-    scan = module.scan(plain, context)
-    stats = scan.select(
-        pl.len().alias("rows"),
+    result = FileResult()
+    lifecycle: list[pl.DataFrame] = []
+    state = prosody_server.RefineState()
+    file_column = pl.lit(display)
+
+    def refined(batch: pl.DataFrame) -> pl.DataFrame:
+        _count(result, batch)
+        detail = batch.filter(pl.col("detail")).drop("detail")
+        detail = conform(prosody_server.refine(detail, state).with_columns(file=file_column), EVENT_SCHEMA)
+        lifecycle.append(detail.drop("message"))
+        rest = conform(batch.filter(~pl.col("detail")).with_columns(file=file_column), EVENT_SCHEMA)
+        events = pl.concat([rest, detail])
+        result.events += events.height
+        return events
+
+    def batches(with_columns, predicate, n_rows, batch_size):
+        try:
+            for batch in module.scan(plain, context).collect_batches(chunk_size=BATCH_ROWS):
+                events = refined(batch)
+                if predicate is not None:
+                    events = events.filter(predicate)
+                yield events.select(with_columns) if with_columns else events
+        except pl.exceptions.PolarsError as error:  # keep what was read; say where it stopped
+            result.error = f"stopped after line {result.lines}: {type(error).__name__}: {error}"
+
+    frame = register_io_source(batches, schema=EVENT_SCHEMA, explain_name=f"{module.NAME} {display}")
+    return result, frame, lifecycle
+
+
+def _count(result: FileResult, batch: pl.DataFrame) -> None:
+    """Add a pass-1 batch to the file's figures."""
+    figures = batch.select(
         pl.col("seq").max().alias("lines"),
-        pl.col("detail").sum().alias("detail_rows"),
         (pl.col("kind") == prosody_server.UNPARSED).sum().alias("unparsed"),
         pl.col("ts").min().alias("first_ts"),
         pl.col("ts").max().alias("last_ts"),
         pl.col("message").str.contains("\ufffd", literal=True).sum().alias("invalid_utf8_lines"),
-    )
-    sink = (
-        scan.filter(pl.col("detail")).drop("detail").sink_parquet(detail_part, compression="lz4", lazy=True)
-    )
-    figures = pl.collect_all([stats, sink])[0].row(0, named=True)
-    refined_parts = []
-    refined_rows = 0
-    detail = pl.scan_parquet(detail_part)
-    for offset in range(0, figures["detail_rows"] or 0, REFINE_ROWS):
-        rows = detail.slice(offset, REFINE_ROWS).collect()
-        refined = conform(prosody_server.refine(rows).with_columns(file=pl.lit(display)), EVENT_SCHEMA)
-        refined_rows += refined.height
-        part = _scratch_file(scratch, "refined-")
-        refined.write_parquet(part, compression="lz4")
-        refined_parts.append(part)
-    result = FileResult(
-        lines=figures["lines"] or 0,
-        events=(figures["rows"] or 0) - (figures["detail_rows"] or 0) + refined_rows,
-        unparsed=figures["unparsed"] or 0,
-        invalid_utf8_lines=figures["invalid_utf8_lines"] or 0,
-        first_ts=figures["first_ts"],
-        last_ts=figures["last_ts"],
-    )
-    plain_rows = conform(
-        module.scan(plain, context).filter(~pl.col("detail")).with_columns(file=pl.lit(display)), EVENT_SCHEMA
-    )
-    lifecycle = pl.scan_parquet(refined_parts) if refined_parts else None
-    events = pl.concat([plain_rows, lifecycle]) if lifecycle is not None else plain_rows
-    return result, events, lifecycle
+    ).row(0, named=True)
+    result.lines = max(result.lines, figures["lines"] or 0)
+    result.unparsed += figures["unparsed"]
+    result.invalid_utf8_lines += figures["invalid_utf8_lines"]
+    for name, pick in (("first_ts", min), ("last_ts", max)):
+        value, known = figures[name], getattr(result, name)
+        if value is not None:
+            setattr(result, name, value if known is None else pick(known, value))
 
 
 def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
@@ -214,7 +223,7 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
     frames = [frame.filter(pl.col("line").str.contains(r"\S")) for frame in iter_line_frames(path, notes)]
     frames = [frame for frame in frames if frame.height]
     if not frames:
-        return FileResult(invalid_utf8_lines=notes.invalid_utf8_lines), None, None
+        return FileResult(invalid_utf8_lines=notes.invalid_utf8_lines), None, []
     lines = frames[-1]["seq"].max()
     parsed = module.parse(unwrap(pl.concat(frames), context.wrapping), context)
     events = conform(parsed.with_columns(file=pl.lit(display)), EVENT_SCHEMA).sort("seq")
@@ -231,16 +240,17 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
         result.manifests = capture.manifests(events)
     part = _scratch_file(scratch, "whole-")
     events.write_parquet(part, compression="lz4")
-    return result, pl.scan_parquet(part), pl.scan_parquet(part)
+    return result, pl.scan_parquet(part), [events.drop("message")]
 
 
 def parse_file(
     path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
-) -> tuple[FileResult, pl.LazyFrame | None, pl.LazyFrame | None]:
-    """Parse one recognised file: its figures, a lazy frame of its events (EVENT_SCHEMA) and a
-    smaller one holding at least its session lifecycle events (for ``build_sessions``).
+) -> tuple[FileResult, pl.LazyFrame | None, list[pl.DataFrame]]:
+    """Parse one recognised file: its figures, a lazy frame of its events (EVENT_SCHEMA) and a list
+    of frames holding at least its session lifecycle events, without messages (for ``build_sessions``).
 
-    The frames read files in ``scratch``, which must live until they are consumed.
+    The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs
+    the figures and the lifecycle list are complete only once the frame has been consumed.
     """
     assert sniffed.format is not None
     module = FORMATS[sniffed.format]

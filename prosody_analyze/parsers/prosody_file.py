@@ -31,13 +31,17 @@ def scan(path: Path, context: FileContext) -> pl.LazyFrame:
     """Pass 1 over a plain-text file: one row per line, provisional kinds (see ``prosody_server``)."""
     frame = unwrap_head(scan_fields(path), context.wrapping)
     head = pl.col("a")
-    stamp = pl.concat_str(pl.lit(f"{context.first_year} "), head.str.slice(0, 15)).str.strptime(
-        pl.Datetime("us", "UTC"), "%Y %b %d %H:%M:%S", strict=False
+    year = pl.lit(f"{context.first_year} ")
+    if context.first_month > 1:  # months before the first line's are in the next year
+        next_year = head.str.head(3).is_in(MONTHS[: context.first_month - 1])
+        year = pl.when(next_year).then(pl.lit(f"{context.first_year + 1} ")).otherwise(year)
+    frame = frame.with_columns(
+        ts=pl.concat_str(year, head.str.head(15)).str.strptime(
+            pl.Datetime("us", "UTC"), "%Y %b %d %H:%M:%S", strict=False
+        )
     )
-    ts = pl.when(stamp.dt.month() < context.first_month).then(stamp.dt.offset_by("1y")).otherwise(stamp)
-    if context.wrapping.kubectl_time:
-        ts = pl.coalesce(ts, "wrap_ts")
-    parsed = stamp.is_not_null() & pl.col("b").is_in(LEVEL_NAMES) & (head.str.slice(15, 1) == " ")
+    parsed = pl.col("ts").is_not_null() & pl.col("b").is_in(LEVEL_NAMES) & (head.str.slice(15, 1) == " ")
+    ts = pl.coalesce("ts", "wrap_ts") if context.wrapping.kubectl_time else pl.col("ts")
     continuation = (head.is_null() & pl.col("b").is_not_null()) | head.str.contains(
         r"^(?:\s+\S|stack traceback:)"
     )

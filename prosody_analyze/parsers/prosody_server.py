@@ -12,6 +12,8 @@ time, source and level are laid out. It works in two passes so that gigabytes st
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import polars as pl
 
 LEVEL_NAMES = ["debug", "info", "warn", "error"]
@@ -45,51 +47,72 @@ src = pl.col("source")
 kind_col = pl.col("kind")
 
 
+# Message openings (their first PREFIX_LENGTH characters) that name a kind, or a family of kinds
+# told apart by the full opening in CONFIRM.
+PREFIX_LENGTH = 16
+BY_PREFIX = {
+    "Client connected": "connection_opened",
+    "Websocket receiv": "websocket_frame",
+    "Authenticated as": "authenticated",
+    "Resource bound: ": "resource_bound",
+    "Sending[c2s]: <e": "sm_enabled",
+    "Received[c2s]: <": "received",
+    "Sending[c2s]: <m": MESSAGE_OUT,
+    "Client disconnec": "disconnected",
+    "mod_smacks hiber": "hibernation_timeout",
+    "Destroying sessi": "session_destroyed",
+    "Destroying unbou": "session_destroyed",
+    "Unbinding resour": "session_destroyed",
+}
+CONFIRM = {
+    "Sending[c2s]: <enabled ": "sm_enabled",
+    "Received[c2s]: <iq ": IQ_IN,
+    "Received[c2s]: <presence ": PRESENCE_IN,
+    "Sending[c2s]: <message ": MESSAGE_OUT,
+}
+NEEDS_CONFIRM = ["sm_enabled", "received", MESSAGE_OUT]
+
+
 def coarse_kind(parsed: pl.Expr, continuation: pl.Expr) -> pl.Expr:
-    """Pass 1: the kind from literal prefixes of ``message`` (provisional where ``refine`` must look)."""
+    """Pass 1: the kind from the opening of ``message`` (provisional where ``refine`` must look).
+
+    One hash lookup on the first characters, then a few literal tests, on small integer codes
+    (a chain of string columns would cost more than all the tests): cheap enough for every line.
+    """
+    names = sorted({*BY_PREFIX.values(), *CONFIRM.values(), *DETAIL_KINDS, "ping", "unknown", "http_request"})
+    code = {name: index for index, name in enumerate(names)}
+
+    def lit(name: str) -> pl.Expr:
+        return pl.lit(code[name], pl.UInt8)
+
     starts = msg.str.starts_with
-    chain = (
-        pl.when(~parsed)
-        .then(pl.when(continuation).then(pl.lit(CONTINUATION)).otherwise(pl.lit(UNPARSED)))
-        .when(starts("Client connected"))
-        .then(pl.lit("connection_opened"))
-        .when(starts("Websocket received frame: opcode=9"))
-        .then(pl.lit("ping"))
-        .when(starts("Websocket received frame"))
-        .then(pl.lit("websocket_frame"))
-        .when(starts("Authenticated as "))
-        .then(pl.lit("authenticated"))
-        .when(starts("Resource bound: "))
-        .then(pl.lit("resource_bound"))
-        .when(starts("Sending[c2s]: <enabled "))
-        .then(pl.lit("sm_enabled"))
-        .when(starts("Sending[c2s]: <") & msg.str.contains("type='error'", literal=True))
-        .then(pl.lit(ERROR_OUT))
-        .when(starts("Received[c2s]: <iq "))
-        .then(pl.lit(IQ_IN))
-        .when(starts("Received[c2s]: <presence "))
-        .then(pl.lit(PRESENCE_IN))
-        .when(starts("Sending[c2s]: <message "))
-        .then(pl.lit(MESSAGE_OUT))
-        .when(starts("Client disconnected"))
-        .then(pl.lit("disconnected"))
-        .when(starts("mod_smacks hibernation timeout reached"))
-        .then(pl.lit("hibernation_timeout"))
-        .when(
-            starts("Destroying session for ")
-            | starts("Destroying unbound session")
-            | starts("Unbinding resource for ")
-        )
-        .then(pl.lit("session_destroyed"))
-        .when(starts("Firing event: "))
-        .then(pl.lit("http_request"))
-        .when(starts("Traceback[") | (pl.col("level") == "error"))
-        .then(pl.lit("traceback"))
-        .when(src.is_in(CONTEXT_SOURCES))
-        .then(pl.lit(CONTEXT))
-        .otherwise(pl.lit("unknown"))
+    by_prefix = msg.str.head(PREFIX_LENGTH).replace_strict(
+        {opening: code[name] for opening, name in BY_PREFIX.items()}, default=None, return_dtype=pl.UInt8
     )
-    return chain
+    confirmed = lit("unknown")
+    for opening, name in CONFIRM.items():
+        confirmed = pl.when(starts(opening)).then(lit(name)).otherwise(confirmed)
+    needs_confirm = by_prefix.is_in([code[name] for name in NEEDS_CONFIRM])
+    coded = (
+        pl.when(~parsed)
+        .then(pl.when(continuation).then(lit(CONTINUATION)).otherwise(lit(UNPARSED)))
+        .when(starts("Sending[c2s]: <") & msg.str.contains("type='error'", literal=True))
+        .then(lit(ERROR_OUT))
+        .when(needs_confirm)
+        .then(confirmed)
+        .when(by_prefix == code["websocket_frame"])
+        .then(pl.when(starts("Websocket received frame: opcode=9")).then(lit("ping")).otherwise(by_prefix))
+        .when(by_prefix.is_not_null())
+        .then(by_prefix)
+        .when(starts("Firing event: "))
+        .then(lit("http_request"))
+        .when(starts("Traceback[") | (pl.col("level") == "error"))
+        .then(lit("traceback"))
+        .when(src.is_in(CONTEXT_SOURCES))
+        .then(lit(CONTEXT))
+        .otherwise(lit("unknown"))
+    )
+    return coded.replace_strict(list(range(len(names))), names, return_dtype=pl.String)
 
 
 def session_of(source: pl.Expr) -> pl.Expr:
@@ -121,16 +144,30 @@ def _iq_in(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _presence_in(rows: pl.DataFrame) -> pl.DataFrame:
+@dataclass
+class RefineState:
+    """What refining one batch leaves for the next batches of the same file."""
+
+    # "<c2s id> <room@muc/nick>" already asked to join: later presences there are status updates.
+    asked: pl.Series = field(default_factory=lambda: pl.Series("key", [], pl.String))
+
+
+def _presence_in(rows: pl.DataFrame, state: RefineState) -> pl.DataFrame:
     """A presence without type to ``room@muc/nick`` is a join request, or a status update once joined."""
     rows = rows.with_columns(occupant=msg.str.extract(r" to='([^']+/[^']*)'", 1))
     request = ~msg.str.contains("type='", literal=True) & pl.col("occupant").is_not_null()
-    key = pl.when(request).then(pl.concat_str("session", pl.lit(" "), "occupant"))
-    first = request & key.is_first_distinct()
-    return rows.with_columns(
-        kind=pl.when(first).then(pl.lit("muc_join_sent")).otherwise(pl.lit("unknown")),
-        room=pl.when(first).then(pl.col("occupant").str.extract(r"^([^@]+)@", 1)),
-    ).drop("occupant")
+    rows = rows.with_columns(key=pl.when(request).then(pl.concat_str("session", pl.lit(" "), "occupant")))
+    first = request & pl.col("key").is_first_distinct() & ~pl.col("key").is_in(state.asked.implode())
+    rows = rows.with_columns(first=first)
+    state.asked = pl.concat([state.asked, rows.filter("first")["key"]])
+    return (
+        rows.drop("key")
+        .with_columns(
+            kind=pl.when("first").then(pl.lit("muc_join_sent")).otherwise(pl.lit("unknown")),
+            room=pl.when("first").then(pl.col("occupant").str.extract(r"^([^@]+)@", 1)),
+        )
+        .drop("occupant", "first")
+    )
 
 
 def _message_out(rows: pl.DataFrame) -> pl.DataFrame:
@@ -183,7 +220,6 @@ def _traceback(rows: pl.DataFrame) -> pl.DataFrame:
 
 HANDLERS = {
     IQ_IN: _iq_in,
-    PRESENCE_IN: _presence_in,
     MESSAGE_OUT: _message_out,
     ERROR_OUT: _error_out,
     **{kind: _jid(pattern) for kind, pattern in JID_PATTERNS.items()},
@@ -204,8 +240,12 @@ OUTPUT = {
 }
 
 
-def refine(rows: pl.DataFrame) -> pl.DataFrame:
-    """Pass 2 on the ``detail`` rows (in ``seq`` order): final kinds, JIDs, rooms, requests, error texts."""
+def refine(rows: pl.DataFrame, state: RefineState | None = None) -> pl.DataFrame:
+    """Pass 2 on the ``detail`` rows (in ``seq`` order): final kinds, JIDs, rooms, requests, error texts.
+
+    Give the same ``state`` to the successive batches of one file.
+    """
+    state = state or RefineState()
     not_a_record = kind_col.is_in([UNPARSED, CONTINUATION])
     rows = rows.with_columns(
         # Such lines were split at tabs like the others: put the original text back together.
@@ -222,7 +262,11 @@ def refine(rows: pl.DataFrame) -> pl.DataFrame:
     previous_is_context = (pl.col("seq").shift(1) == pl.col("seq") - 1) & (kind_col.shift(1) == CONTEXT)
     rows = rows.with_columns(context_text=pl.when(previous_is_context).then(msg.shift(1)))
     parts = [
-        HANDLERS[kind](group) if kind in HANDLERS else group
+        _presence_in(group, state)
+        if kind == PRESENCE_IN
+        else HANDLERS[kind](group)
+        if kind in HANDLERS
+        else group
         for (kind,), group in rows.group_by("kind", maintain_order=True)
     ]
     return pl.concat(parts, how="vertical_relaxed").sort("seq").drop("context_text")
