@@ -81,7 +81,9 @@ def parse_quantity(text: str) -> float:
 class MetricSeries:
     """One metric as plotted: a display name, its group (memory/cpu/bandwidth), unit and binned points."""
 
-    name: str
+    name: str  # shown (redacted) name: metric{labels}
+    metric: str
+    labels: str
     group: str
     unit: str
     ts: list[datetime]
@@ -140,7 +142,8 @@ def _bin_width(first: datetime | None, last: datetime | None, points: int = MAX_
     if first is None or last is None:
         return "1s"
     span_us = max(int((last - first) / timedelta(microseconds=1)), 1)
-    return f"{max(span_us // points + 1, 1000)}us"
+    # group_by_dynamic starts at a truncated boundary, which can add one bin: aim for points - 1.
+    return f"{max(span_us // (points - 1) + 1, 1000)}us"
 
 
 def _read_json(path: Path) -> Any:
@@ -275,7 +278,7 @@ def _metric_kind(metric: str, unit: str) -> tuple[str, str, float, bool] | None:
     return None
 
 
-def metric_series(metrics: pl.DataFrame, every: str) -> list[MetricSeries]:
+def metric_series(metrics: pl.DataFrame) -> list[MetricSeries]:
     """RAM, CPU and bandwidth series in display units; counters become rates. Peak and mean on all samples."""
     series = []
     pairs = metrics.select("metric", "unit", "labels").unique().sort("metric", "labels").iter_rows()
@@ -295,11 +298,14 @@ def metric_series(metrics: pl.DataFrame, every: str) -> list[MetricSeries]:
         rows = rows.with_columns(value=pl.col("value") * factor)
         if rows.height == 0:
             continue
+        every = _bin_width(rows["ts"].min(), rows["ts"].max())
         binned = rows.group_by_dynamic("ts", every=every).agg(pl.col("value").max())
         name = metric + (f"{{{labels}}}" if labels else "")
         series.append(
             MetricSeries(
                 name,
+                metric,
+                labels,
                 group,
                 shown_unit,
                 binned["ts"].to_list(),
@@ -317,8 +323,7 @@ def _scatter(metrics: list[MetricSeries], curve: pl.DataFrame, raw: pl.DataFrame
     if not ram or curve.height == 0:
         return None
     chosen = max(ram, key=lambda s: s.peak)
-    metric, _, labels = chosen.name.partition("{")
-    samples = raw.filter((pl.col("metric") == metric) & (pl.col("labels") == labels.rstrip("}"))).sort("ts")
+    samples = raw.filter((pl.col("metric") == chosen.metric) & (pl.col("labels") == chosen.labels)).sort("ts")
     joined = samples.join_asof(curve.select("ts", "joined"), on="ts", strategy="backward").drop_nulls(
         "joined"
     )
@@ -511,7 +516,7 @@ def build_report(
 
     metrics_path = analysis_dir / METRICS_FILE
     raw_metrics = pl.read_parquet(metrics_path) if metrics_path.is_file() else None
-    series = metric_series(raw_metrics, every) if raw_metrics is not None else []
+    series = metric_series(raw_metrics) if raw_metrics is not None else []
     for s in series:
         s.name = redactor.text(s.name)
     if raw_metrics is None:
