@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,9 +16,12 @@ from .app import app
 
 
 def _span(first: str | None, last: str | None) -> str:
-    if not first:
-        return "no times"
-    return f"{first} → {last}"
+    """``2026-11-28 21:05:24 → 21:05:28`` (UTC), the end's date shown only when it differs."""
+    if not first or not last:
+        return "no times in the log"
+    start, end = (datetime.fromisoformat(value.replace("Z", "+00:00")) for value in (first, last))
+    shown_end = end.strftime("%H:%M:%S" if end.date() == start.date() else "%Y-%m-%d %H:%M:%S")
+    return f"{start:%Y-%m-%d %H:%M:%S} → {shown_end}"
 
 
 def _table(summary: IngestSummary) -> Table:
