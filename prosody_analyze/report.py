@@ -31,6 +31,7 @@ CORRELATED_FILE = "correlated.parquet"
 
 # Plotted series are binned to at most this many points (the numbers never are).
 MAX_PLOT_POINTS = 1500
+ERROR_BINS = 300  # bars, so fewer and wider than the curves' points
 LATENCY_STAGES = {"connect": "connect_s", "auth": "auth_s", "bind": "bind_s", "join": "join_s"}
 QUANTILES = (0.5, 0.95, 0.99)
 ERROR_KINDS = [
@@ -113,6 +114,7 @@ class Report:
     scatter: dict[str, Any] | None  # metric vs participants, with the fit where there is one
     fit: dict[str, Any] | None
     error_timeline: pl.DataFrame | None
+    error_bin_seconds: float
     error_counts: list[dict[str, Any]]
     bursts: list[dict[str, Any]] | None
     failed: list[dict[str, Any]]
@@ -140,7 +142,7 @@ def _iso(value: datetime | None) -> str | None:
 def _bin_width(first: datetime | None, last: datetime | None, points: int = MAX_PLOT_POINTS) -> str:
     """A polars duration that cuts [first, last] into at most ``points`` bins (at least 1 ms)."""
     if first is None or last is None:
-        return "1s"
+        return "1000000us"
     span_us = max(int((last - first) / timedelta(microseconds=1)), 1)
     # group_by_dynamic starts at a truncated boundary, which can add one bin: aim for points - 1.
     return f"{max(span_us // (points - 1) + 1, 1000)}us"
@@ -456,7 +458,10 @@ def build_report(
         .collect()
         .row(0, named=True)
     )
-    first, last = span["first"], span["last"]
+    # Sessions may outlive the last logged event (a stage reached without its own event line).
+    bounds = [t for t in (span["first"], sessions["first_ts"].min()) if t is not None]
+    ends = [t for t in (span["last"], sessions["last_ts"].max(), sessions["left_ts"].max()) if t is not None]
+    first, last = (min(bounds) if bounds else None), (max(ends) if ends else None)
     every = _bin_width(first, last)
 
     redactor = Redactor(enabled=redact)
@@ -538,7 +543,8 @@ def build_report(
     if scatter is None:
         notes["scatter"] = "needs a RAM metric and timed participants"
 
-    timeline, error_counts = _error_timeline(events, every)
+    error_every = _bin_width(first, last, ERROR_BINS)
+    timeline, error_counts = _error_timeline(events, error_every)
     bursts = None
     if (analysis_dir / BURSTS_FILE).is_file():
         bursts = [redactor.value(b) for b in _normalise_bursts(_read_json(analysis_dir / BURSTS_FILE))]
@@ -601,6 +607,7 @@ def build_report(
         scatter=scatter,
         fit=fit,
         error_timeline=timeline,
+        error_bin_seconds=int(error_every.removesuffix("us")) / 1e6,
         error_counts=[{**c, "first": _iso(c["first"]), "last": _iso(c["last"])} for c in error_counts],
         bursts=bursts,
         failed=failed,

@@ -55,9 +55,12 @@ def cell(value: Any) -> str:
     return html.escape(str(value))
 
 
-def plot_text(value: Any) -> str:
-    """A label for plotly (legend, hover, annotation): plotly.js renders a subset of HTML, so escape it."""
-    return html.escape(str(value))
+def plot_text(value: Any, width: int = 90) -> str:
+    """A label for plotly (legend, hover, annotation): plotly.js renders a subset of HTML, so escape ``<>&``
+    (it decodes those entities back for display; quotes need no escaping outside attributes). Long labels
+    are cut so a legend stays one line."""
+    text = str(value)
+    return html.escape(text if len(text) <= width else text[: width - 1] + "…", quote=False)
 
 
 def duration(seconds: float | None) -> str:
@@ -249,6 +252,7 @@ def scatter_figure(report: Report) -> go.Figure | None:
                 x=band["participants"] + band["participants"][::-1],
                 y=band["high"] + band["low"][::-1],
                 fill="toself",
+                mode="lines",
                 fillcolor="rgba(220,38,38,0.12)",
                 line={"width": 0},
                 name="95 % confidence band",
@@ -273,6 +277,7 @@ def scatter_figure(report: Report) -> go.Figure | None:
             y=fit["limit"],
             line={"color": "#7c2d12", "dash": "dot"},
             annotation_text=f"limit {fit['limit']:,.0f}",
+            annotation_position="bottom left",
         )
     if isinstance(fit.get("capacity"), int | float):
         fig.add_vline(
@@ -303,6 +308,7 @@ def error_figure(report: Report) -> go.Figure | None:
                     x=rows["ts"].to_list(),
                     y=rows["events"].to_list(),
                     name=kind,
+                    width=report.error_bin_seconds * 1000,
                     marker_color=ERROR_COLORS.get(kind, "#334155"),
                 )
             )
