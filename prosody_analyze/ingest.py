@@ -29,9 +29,9 @@ from .schema import (
     EVENTS_FILE,
     METRIC_SCHEMA,
     METRICS_FILE,
-    SESSION_SCHEMA,
     SESSIONS_FILE,
     conform,
+    empty_sessions,
 )
 from .sessions import build_sessions
 
@@ -186,7 +186,7 @@ def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, ru
 @dataclass
 class _Run:
     parts: list[pl.LazyFrame] = field(default_factory=list)
-    lifecycles: list[list[pl.DataFrame]] = field(default_factory=list)  # filled while events are written
+    lifecycles: list[list[Path]] = field(default_factory=list)  # filled while events are written
     pending: list[_Pending] = field(default_factory=list)
     captures: list[dict[str, Any]] = field(default_factory=list)
     metrics: list[pl.DataFrame] = field(default_factory=list)
@@ -231,10 +231,8 @@ def ingest(
                 bar.step(f"writing {SESSIONS_FILE}")
                 for pending in run.pending:
                     pending.finish()
-                lifecycle = [frame for frames in run.lifecycles for frame in frames]
-                sessions = (
-                    build_sessions(pl.concat(lifecycle)) if lifecycle else pl.DataFrame(schema=SESSION_SCHEMA)
-                )
+                lifecycle = [part for parts in run.lifecycles for part in parts]
+                sessions = build_sessions(pl.scan_parquet(lifecycle)) if lifecycle else empty_sessions()
                 sessions.write_parquet(out_dir / SESSIONS_FILE)
             for summary, digest in zip(summaries, digests, strict=True):
                 summary.sha256 = digest.result()

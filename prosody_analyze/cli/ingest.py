@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -62,11 +63,13 @@ def ingest_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON, not a table.")] = False,
 ) -> None:
     """Sniff and parse Prosody, JXS, pm2 and swarm logs into event and session tables."""
-    summary = ingest(paths, out, year=year, progress=not as_json)
+    summary = ingest(paths, out, year=year, progress=not as_json and sys.stderr.isatty())
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
         return
     console = Console()
+    if not console.is_terminal:  # piped: long lines beat file names folded over three rows
+        console = Console(width=200)
     console.print(_table(summary))
     metrics = f", {summary.metrics:,} metric samples" if summary.metrics else ""
     console.print(

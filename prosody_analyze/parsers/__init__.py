@@ -21,11 +21,13 @@ from polars.io.plugins import register_io_source
 from ..schema import EVENT_SCHEMA, conform
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
+from .prosody_fields import read_fields
 from .source import (
     SAMPLE_BYTES,
     ReadNotes,
     Wrapping,
     is_gzip,
+    iter_byte_chunks,
     iter_bytes,
     iter_line_frames,
     read_sample,
@@ -39,7 +41,7 @@ FORMATS = {
 STREAMED = {prosody_file.NAME, prosody_console.NAME}
 MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
-BATCH_ROWS = 200_000  # lines per streamed batch of a Prosody log: bounds memory on huge logs
+CHUNK_BYTES = 16 << 20  # bytes of a Prosody log parsed at a time: bounds memory on huge logs
 
 
 @dataclass(frozen=True)
@@ -143,19 +145,6 @@ class FileResult:
     error: str = ""  # why parsing stopped early (what came before is kept)
 
 
-def _plain_text(path: Path, notes: ReadNotes, scratch: Path) -> Path:
-    """The file itself, or for gzip its decompressed copy in ``scratch`` (streamed, bounded memory)."""
-    if not is_gzip(path):
-        return path
-    handle, name = tempfile.mkstemp(prefix="plain-", suffix=".log", dir=scratch)
-    os.close(handle)
-    plain = Path(name)
-    with open(plain, "wb") as out:
-        for block in iter_bytes(path, notes):
-            out.write(block)
-    return plain
-
-
 def _scratch_file(scratch: Path, prefix: str) -> Path:
     handle, name = tempfile.mkstemp(prefix=prefix, suffix=".parquet", dir=scratch)
     os.close(handle)
@@ -163,33 +152,39 @@ def _scratch_file(scratch: Path, prefix: str) -> Path:
 
 
 def _stream(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
-    """Prosody formats, in one streaming pass with memory bounded by a batch, whatever the file size.
+    """Prosody formats: chunk by chunk, memory bounded by a chunk whatever the file size.
 
-    polars scans the file (pass 1 of ``prosody_server``) and hands over batches of rows; each batch's
-    few detail rows are refined (pass 2) and the batch goes on to the Parquet writer. Within a batch
-    the plain rows come first, then the refined ones: sort by ``seq`` for the line order. The
-    figures and the lifecycle rows (for sessions) fill in as the returned frame is consumed.
+    Each chunk of whole lines is split by polars' CSV reader and classified (pass 1 of
+    ``prosody_server``); its few detail rows are refined (pass 2, with state carried from chunk to
+    chunk) and the chunk goes on to the Parquet writer, through an IO source, as the returned frame
+    is consumed. Within a chunk the plain rows come first, then the refined ones: sort by ``seq``
+    for the line order. The figures and the lifecycle rows (for sessions) fill in meanwhile.
     """
-    plain = _plain_text(path, notes, scratch)
     result = FileResult()
-    lifecycle: list[pl.DataFrame] = []
+    lifecycle: list[Path] = []
     state = prosody_server.RefineState()
     file_column = pl.lit(display)
 
-    def refined(batch: pl.DataFrame) -> pl.DataFrame:
+    def events_of(chunk: bytes, first_seq: int) -> pl.DataFrame:
+        batch = module.pass1(read_fields(chunk, first_seq), context).collect()
         _count(result, batch)
         detail = batch.filter(pl.col("detail")).drop("detail")
         detail = conform(prosody_server.refine(detail, state).with_columns(file=file_column), EVENT_SCHEMA)
-        lifecycle.append(detail.drop("message"))
+        # Written out, not kept: frames filtered from a chunk would hold on to all of its strings.
+        part = _scratch_file(scratch, "lifecycle-")
+        detail.drop("message").write_parquet(part, compression="lz4")
+        lifecycle.append(part)
         rest = conform(batch.filter(~pl.col("detail")).with_columns(file=file_column), EVENT_SCHEMA)
         events = pl.concat([rest, detail])
         result.events += events.height
         return events
 
     def batches(with_columns, predicate, n_rows, batch_size):
+        first_seq = 1
         try:
-            for batch in module.scan(plain, context).collect_batches(chunk_size=BATCH_ROWS):
-                events = refined(batch)
+            for chunk in iter_byte_chunks(path, notes, CHUNK_BYTES):
+                events = events_of(chunk, first_seq)
+                first_seq += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
                 if predicate is not None:
                     events = events.filter(predicate)
                 yield events.select(with_columns) if with_columns else events
@@ -240,14 +235,14 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
         result.manifests = capture.manifests(events)
     part = _scratch_file(scratch, "whole-")
     events.write_parquet(part, compression="lz4")
-    return result, pl.scan_parquet(part), [events.drop("message")]
+    return result, pl.scan_parquet(part), [part]
 
 
 def parse_file(
     path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
-) -> tuple[FileResult, pl.LazyFrame | None, list[pl.DataFrame]]:
+) -> tuple[FileResult, pl.LazyFrame | None, list[Path]]:
     """Parse one recognised file: its figures, a lazy frame of its events (EVENT_SCHEMA) and a list
-    of frames holding at least its session lifecycle events, without messages (for ``build_sessions``).
+    of Parquet files holding at least its session lifecycle events (for ``build_sessions``).
 
     The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs
     the figures and the lifecycle list are complete only once the frame has been consumed.

@@ -9,21 +9,20 @@ TAB, never at fixed columns. Images since 2023 put ``YYYY-MM-DD HH:MM:SS`` in fr
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import polars as pl
 
 from .context import FileContext
-from .prosody_fields import joined, scan_fields, unwrap_head
+from .prosody_fields import joined, unwrap_head
 from .prosody_server import DETAIL_KINDS, LEVEL_NAMES, coarse_kind, session_of
 
 NAME = "prosody-console"
 LINE_RE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\S+\s+(?:debug|info|warn|error)\t")
 
 
-def scan(path: Path, context: FileContext) -> pl.LazyFrame:
-    """Pass 1 over a plain-text file: one row per line, provisional kinds (see ``prosody_server``)."""
-    frame = unwrap_head(scan_fields(path), context.wrapping)
+def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
+    """Pass 1 over a chunk's fields (see ``prosody_fields``): one row per line, provisional kinds."""
+    frame = unwrap_head(fields, context.wrapping)
     head = pl.col("a")
     dated = (head.str.slice(4, 1) == "-") & (head.str.slice(10, 1) == " ") & (head.str.slice(13, 1) == ":")
     frame = frame.with_columns(

@@ -1,4 +1,4 @@
-"""Reading Prosody logs as tab-separated fields with polars' streaming CSV scanner.
+"""Reading Prosody logs, a chunk at a time, as tab-separated fields with polars' CSV reader.
 
 Both Prosody sinks separate source/level/message with TABs, so the multi-threaded CSV reader
 splits the lines for us (no quoting, CRLF handled, invalid UTF-8 replaced). A message holding
@@ -7,8 +7,6 @@ more than one TAB keeps its first two; a line without TAB is one field, kept for
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 
 from .source import KUBECTL_PREFIX, KUBECTL_TIME, Wrapping
@@ -16,25 +14,24 @@ from .source import KUBECTL_PREFIX, KUBECTL_TIME, Wrapping
 FIELDS = ["a", "b", "c", "d"]
 
 
-def scan_fields(path: Path) -> pl.LazyFrame:
-    """Lines of ``path`` as fields ``a``..``d`` (null when absent or empty), with 1-based ``seq``."""
+def read_fields(chunk: bytes, first_seq: int) -> pl.LazyFrame:
+    """Whole lines as fields ``a``..``d`` (null when absent or empty), numbered from ``first_seq``."""
+    fields = pl.read_csv(
+        chunk,
+        has_header=False,
+        separator="\t",
+        quote_char=None,
+        truncate_ragged_lines=True,
+        encoding="utf8-lossy",
+        schema=dict.fromkeys(FIELDS, pl.String),
+        missing_columns="insert",
+        raise_if_empty=False,
+    )
     return (
-        pl.scan_csv(
-            path,
-            has_header=False,
-            separator="\t",
-            quote_char=None,
-            truncate_ragged_lines=True,
-            encoding="utf8-lossy",
-            schema=dict.fromkeys(FIELDS, pl.String),
-            missing_columns="insert",
-            raise_if_empty=False,
-        )
-        .with_row_index("seq", offset=1)
+        fields.lazy()
+        .with_row_index("seq", offset=first_seq)
         .with_columns(pl.col("seq").cast(pl.Int64))
-        .filter(
-            pl.col("a").is_not_null() | pl.col("b").is_not_null()  # blank lines carry nothing
-        )
+        .filter(pl.col("a").is_not_null() | pl.col("b").is_not_null())  # blank lines carry nothing
     )
 
 

@@ -9,12 +9,11 @@ polars (:mod:`.prosody_fields`, :mod:`.prosody_server`), never row by row in Pyt
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import polars as pl
 
 from .context import FileContext
-from .prosody_fields import joined, scan_fields, unwrap_head
+from .prosody_fields import joined, unwrap_head
 from .prosody_server import DETAIL_KINDS, LEVEL_NAMES, coarse_kind, session_of
 
 NAME = "prosody-file"
@@ -27,9 +26,9 @@ def first_month(line: str) -> int | None:
     return MONTHS.index(line[:3]) + 1 if LINE_RE.match(line) else None
 
 
-def scan(path: Path, context: FileContext) -> pl.LazyFrame:
-    """Pass 1 over a plain-text file: one row per line, provisional kinds (see ``prosody_server``)."""
-    frame = unwrap_head(scan_fields(path), context.wrapping)
+def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
+    """Pass 1 over a chunk's fields (see ``prosody_fields``): one row per line, provisional kinds."""
+    frame = unwrap_head(fields, context.wrapping)
     head = pl.col("a")
     year = pl.lit(f"{context.first_year} ")
     if context.first_month > 1:  # months before the first line's are in the next year
