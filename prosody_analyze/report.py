@@ -346,9 +346,9 @@ def _scatter(metrics: list[MetricSeries], curve: pl.DataFrame, raw: pl.DataFrame
 
 def _error_timeline(events: pl.LazyFrame, every: str) -> tuple[pl.DataFrame | None, list[dict[str, Any]]]:
     # Compare on the Enum's codes: casting 10 million kinds to strings first would cost a GB.
-    errors = events.filter(pl.col("kind").is_in(pl.Series(ERROR_KINDS, dtype=pl.Enum(EVENT_KINDS)))).select(
-        "ts", pl.col("kind").cast(pl.String), "http_status"
-    )
+    errors = events.filter(
+        pl.col("kind").is_in(pl.Series(ERROR_KINDS, dtype=pl.Enum(EVENT_KINDS)).implode())
+    ).select("ts", pl.col("kind").cast(pl.String), "http_status")
     counts = (
         errors.group_by("kind", "http_status")
         .agg(pl.len().alias("events"), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
