@@ -15,19 +15,22 @@ prosody.log and Prosody's sandbox), ``nginx/`` (its config and logs), ``analysis
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .capture import METRICS_CSV
+from .capture import EVENTS_JSONL, MANIFEST_FILE, METRICS_CSV, PROSODY_LOG
 from .errors import UserError
 from .local_prosody import LocalProsody
 from .proxy import NginxProxy
 from .sampler import ServerSampler
 
 DEMO_JSON = "demo.json"
+# What `ingest` reads from the capture; Prosody's sandbox (config, data) sits beside them.
+CAPTURE_FILES = (MANIFEST_FILE, EVENTS_JSONL, METRICS_CSV, PROSODY_LOG)
 DOMAIN = "localhost"
 MUC = f"conference.{DOMAIN}"
 
@@ -48,8 +51,19 @@ class DemoPlan:
 
     @classmethod
     def for_run(cls, quick: bool, **overrides: Any) -> DemoPlan:
-        plan = cls(batches=3, rooms=2, participants=10, batch_interval_s=10.0, baseline_s=4.0,
-                   hold_s=8.0, proxy_threshold=30) if quick else cls()
+        plan = (
+            cls(
+                batches=3,
+                rooms=2,
+                participants=10,
+                batch_interval_s=10.0,
+                baseline_s=4.0,
+                hold_s=8.0,
+                proxy_threshold=30,
+            )
+            if quick
+            else cls()
+        )
         for name, value in overrides.items():
             if value is not None:
                 setattr(plan, name, value)
@@ -107,22 +121,95 @@ def run_capture(plan: DemoPlan, out_dir: Path, via_proxy: bool, progress: bool, 
         result.prosody_start_seconds = round(prosody.start_seconds, 3)
         service = prosody.websocket_url
         if via_proxy:
-            proxy = stack.enter_context(NginxProxy(
-                out_dir / "nginx", prosody.http_port, fail_share=plan.proxy_fail_share,
-                threshold=plan.proxy_threshold,
-            ))
+            proxy = stack.enter_context(
+                NginxProxy(
+                    out_dir / "nginx",
+                    prosody.http_port,
+                    fail_share=plan.proxy_fail_share,
+                    threshold=plan.proxy_threshold,
+                )
+            )
             service = proxy.websocket_url
         sampler = stack.enter_context(
             ServerSampler(capture / METRICS_CSV, pid=prosody.pid, metrics_url=prosody.metrics_url)
         )
         time.sleep(plan.baseline_s)
         config = SwarmConfig(
-            domain=DOMAIN, muc=MUC, service=service, rooms=plan.rooms, participants=plan.participants,
-            batches=plan.batches, batch_interval=plan.batch_interval_s, duration=plan.hold_s,
-            retries=plan.retries, room_prefix="demo",
+            domain=DOMAIN,
+            muc=MUC,
+            service=service,
+            rooms=plan.rooms,
+            participants=plan.participants,
+            batches=plan.batches,
+            batch_interval=plan.batch_interval_s,
+            duration=plan.hold_s,
+            retries=plan.retries,
+            room_prefix="demo",
         )
         summary = run_swarm(config, capture, progress=progress)
         result.swarm = summary.to_dict()
         sampler.stop()
         if not prosody.running:
             raise UserError(f"Prosody died during the run; see {prosody.log_path}")
+
+
+def run_demo(
+    out_dir: Path | None = None,
+    quick: bool = False,
+    via_proxy: bool = False,
+    report_path: Path | None = None,
+    progress: bool = True,
+    **plan_overrides: Any,
+) -> DemoResult:
+    """Run the study end to end on this machine and write the report; see the module docstring.
+
+    ``plan_overrides`` are :class:`DemoPlan` fields (``batches``, ``participants``, ``proxy_threshold``…).
+    """
+    from .ingest import ingest
+    from .report import write_report
+
+    plan = DemoPlan.for_run(quick, **plan_overrides)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
+    report_path = Path(report_path) if report_path is not None else default_report_path()
+    began = time.monotonic()
+    result = DemoResult(
+        out_dir=str(out_dir),
+        capture_dir=str(out_dir / "capture"),
+        analysis_dir=str(out_dir / "analysis"),
+        report_path=str(report_path),
+        started_at=_utc_now(),
+        via_proxy=via_proxy,
+        plan=asdict(plan),
+    )
+    run_capture(plan, out_dir, via_proxy, progress, result)
+    capture, analysis = Path(result.capture_dir), Path(result.analysis_dir)
+    ingest(
+        [capture / name for name in CAPTURE_FILES if (capture / name).exists()], analysis, progress=progress
+    )
+    analyse(analysis, result)
+    title = f"prosody-analyze demo: {plan.batches} × {plan.rooms * plan.participants} participants"
+    write_report(analysis, report_path, title=title + (" via nginx" if via_proxy else ""))
+    result.ended_at = _utc_now()
+    result.run_seconds = round(time.monotonic() - began, 1)
+    (analysis / DEMO_JSON).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return result
+
+
+def count_http_500(analysis: Path) -> int:
+    """Refused WebSocket upgrades the clients saw (every attempt, retries included)."""
+    import polars as pl
+
+    from .schema import EVENTS_FILE
+
+    return (
+        pl.scan_parquet(analysis / EVENTS_FILE)
+        .filter(pl.col("origin") == "client", pl.col("kind") == "http_error", pl.col("http_status") == 500)
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+
+
+def analyse(analysis: Path, result: DemoResult) -> None:
+    """The analysis commands on the ingested capture, leaving their files for the report."""
+    result.http_500 = count_http_500(analysis)
