@@ -301,7 +301,8 @@ def metric_series(metrics: pl.DataFrame) -> list[MetricSeries]:
         if rows.height == 0:
             continue
         every = _bin_width(rows["ts"].min(), rows["ts"].max())
-        binned = rows.group_by_dynamic("ts", every=every).agg(pl.col("value").max())
+        # Plotted values keep 5 significant digits: no float noise on the axis, smaller JSON.
+        binned = rows.group_by_dynamic("ts", every=every).agg(pl.col("value").max().round_sig_figs(5))
         name = metric + (f"{{{labels}}}" if labels else "")
         series.append(
             MetricSeries(

@@ -37,6 +37,7 @@ ERROR_COLORS = {
     "conference_timeout": "#a855f7",
     "hibernation_timeout": "#64748b",
 }
+MAX_BATCH_LINES = 20  # beyond this, batch starts are only markers on the time axis
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -45,7 +46,9 @@ def cell(value: Any) -> str:
     if value is None:
         return '<span class="muted">–</span>'
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, datetime):
@@ -63,13 +66,15 @@ def plot_text(value: Any, width: int = 90) -> str:
     return html.escape(text if len(text) <= width else text[: width - 1] + "…", quote=False)
 
 
-def duration(seconds: float | None) -> str:
+def duration(seconds: float | None, short: bool = False) -> str:
     if seconds is None:
         return "unknown"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
+    if hours:
+        return f"{hours} h {minutes:02d} min" + ("" if short else f" {secs:02d} s")
+    return f"{minutes} min {secs:02d} s"
 
 
 def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], numeric: set[str] = frozenset()) -> str:
@@ -130,7 +135,7 @@ def participants_figure(report: Report) -> go.Figure | None:
         return None
     fig = go.Figure()
     _load_traces(report, fig)
-    for batch in report.batches:
+    for batch in report.batches if len(report.batches) <= MAX_BATCH_LINES else []:
         fig.add_vline(x=batch["start"], line={"color": "#cbd5e1", "width": 1, "dash": "dash"})
     if report.batches:
         fig.add_trace(
@@ -366,7 +371,7 @@ def _tiles(report: Report) -> str:
     summary = report.summary
     peak = summary["peak"].get(summary["load_origin"] or "", {})
     tiles = [
-        ("duration", duration(summary["duration_s"])),
+        ("duration", duration(summary["duration_s"], short=True)),
         ("peak joined", f"{peak.get('joined', 0):,}" if peak else "–"),
         ("peak connected", f"{peak.get('connected', 0):,}" if peak else "–"),
         ("sessions", f"{summary['sessions']:,}"),
