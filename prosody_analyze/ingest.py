@@ -102,10 +102,14 @@ def _walk(paths: list[Path], out_dir: Path) -> Iterator[Path]:
 
 
 def _sha256(path: Path) -> str:
+    """The file's SHA-256, or "" when it cannot be read (the file is then reported as such)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return ""
     return digest.hexdigest()
 
 
@@ -165,7 +169,12 @@ class _Pending:
 
 
 def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, run: _Run) -> None:
-    sniffed = sniff(path)
+    try:
+        sniffed = sniff(path)
+    except OSError as error:
+        summary.format = "error"
+        summary.notes.append(f"cannot read: {error.strerror or error}")
+        return
     if sniffed.format is None:
         summary.notes.append(sniffed.reason)
         return

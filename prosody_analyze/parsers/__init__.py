@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +43,8 @@ FORMATS = {
 STREAMED = {prosody_file.NAME, prosody_console.NAME}
 MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
-CHUNK_BYTES = 16 << 20  # bytes of a Prosody log parsed at a time: bounds memory on huge logs
+CHUNK_BYTES = 32 << 20  # bytes of a Prosody log parsed at a time: bounds memory on huge logs
+PARALLEL_CHUNKS = 2  # chunks in their first pass while the previous one is refined
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,11 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     state = prosody_server.RefineState()
     file_column = pl.lit(display)
 
-    def events_of(chunk: bytes, first_seq: int) -> pl.DataFrame:
-        batch = module.pass1(read_fields(chunk, first_seq), context).collect()
+    def first_pass(chunk: bytes, first_seq: int) -> pl.DataFrame:
+        return module.pass1(read_fields(chunk, first_seq), context).collect()
+
+    def second_pass(batch: pl.DataFrame) -> pl.DataFrame:
+        """In file order: the refine state and the figures carry from one chunk to the next."""
         _count(result, batch)
         detail = batch.filter(pl.col("detail")).drop("detail")
         detail = conform(prosody_server.refine(detail, state).with_columns(file=file_column), EVENT_SCHEMA)
@@ -180,19 +186,32 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         return events
 
     def batches(with_columns, predicate, n_rows, batch_size):
-        first_seq = 1
-        try:
-            for chunk in iter_byte_chunks(path, notes, CHUNK_BYTES):
-                events = events_of(chunk, first_seq)
-                first_seq += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-                if predicate is not None:
-                    events = events.filter(predicate)
-                yield events.select(with_columns) if with_columns else events
-        except pl.exceptions.PolarsError as error:  # keep what was read; say where it stopped
-            result.error = f"stopped after line {result.lines}: {type(error).__name__}: {error}"
+        # polars releases the GIL: the next chunks' first pass runs while this one is refined and written.
+        with ThreadPoolExecutor(max_workers=PARALLEL_CHUNKS) as pool:
+            queued: deque[Future] = deque()
+            first_seq = 1
+            try:
+                for chunk in iter_byte_chunks(path, notes, CHUNK_BYTES):
+                    queued.append(pool.submit(first_pass, chunk, first_seq))
+                    first_seq += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                    if len(queued) > PARALLEL_CHUNKS:
+                        yield _select(second_pass(queued.popleft().result()), with_columns, predicate)
+                while queued:
+                    yield _select(second_pass(queued.popleft().result()), with_columns, predicate)
+            except Exception as error:  # one bad file must not sink the others: keep what was read, say why
+                result.error = f"stopped after line {result.lines}: {type(error).__name__}: {error}"
+                for future in queued:
+                    future.cancel()
 
     frame = register_io_source(batches, schema=EVENT_SCHEMA, explain_name=f"{module.NAME} {display}")
     return result, frame, lifecycle
+
+
+def _select(events: pl.DataFrame, with_columns: list[str] | None, predicate: pl.Expr | None) -> pl.DataFrame:
+    """What an IO source owes polars: the rows and columns the query asked for."""
+    if predicate is not None:
+        events = events.filter(predicate)
+    return events.select(with_columns) if with_columns else events
 
 
 def _count(result: FileResult, batch: pl.DataFrame) -> None:

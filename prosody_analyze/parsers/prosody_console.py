@@ -13,7 +13,7 @@ import re
 import polars as pl
 
 from .context import FileContext
-from .prosody_fields import joined, unwrap_head
+from .prosody_fields import continues, joined, unwrap_head
 from .prosody_server import DETAIL_KINDS, LEVEL_NAMES, coarse_kind, session_of
 
 NAME = "prosody-console"
@@ -37,9 +37,7 @@ def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
         level = pl.when(rest.str.ends_with(f" {name}")).then(pl.lit(name)).otherwise(level)
     ts = pl.coalesce("stamp", "wrap_ts") if context.wrapping.kubectl_time else pl.col("stamp")
     parsed = level.is_not_null()
-    continuation = (head.is_null() & pl.col("b").is_not_null()) | head.str.contains(
-        r"^(?:\s+\S|stack traceback:)"
-    )
+    continuation = (head.is_null() & pl.col("b").is_not_null()) | continues(head)
     frame = frame.with_columns(
         ts=ts,
         source=rest.str.splitn(" ", 2).struct.field("field_0"),

@@ -60,3 +60,10 @@ def unwrap_head(frame: pl.LazyFrame, wrapping: Wrapping) -> pl.LazyFrame:
             a=head.str.replace(KUBECTL_PREFIX, ""),
         )
     return frame
+
+
+def continues(head: pl.Expr) -> pl.Expr:
+    """A line that continues the record above it (a Lua traceback): indented, or its heading."""
+    return (head.str.starts_with(" ") & (head.str.strip_chars() != "")) | head.str.starts_with(
+        "stack traceback:"
+    )

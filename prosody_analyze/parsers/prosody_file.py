@@ -13,7 +13,7 @@ import re
 import polars as pl
 
 from .context import FileContext
-from .prosody_fields import joined, unwrap_head
+from .prosody_fields import continues, joined, unwrap_head
 from .prosody_server import DETAIL_KINDS, LEVEL_NAMES, coarse_kind, session_of
 
 NAME = "prosody-file"
@@ -41,9 +41,7 @@ def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
     )
     parsed = pl.col("ts").is_not_null() & pl.col("b").is_in(LEVEL_NAMES) & (head.str.slice(15, 1) == " ")
     ts = pl.coalesce("ts", "wrap_ts") if context.wrapping.kubectl_time else pl.col("ts")
-    continuation = (head.is_null() & pl.col("b").is_not_null()) | head.str.contains(
-        r"^(?:\s+\S|stack traceback:)"
-    )
+    continuation = (head.is_null() & pl.col("b").is_not_null()) | continues(head)
     frame = frame.with_columns(
         ts=ts,
         source=head.str.slice(16),

@@ -218,6 +218,16 @@ def _traceback(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _orphan(rows: pl.DataFrame) -> pl.DataFrame:
+    """A continuation with no traceback above it (in this chunk): a traceback, unless it is blank."""
+    blank = msg.str.strip_chars() == ""
+    return _traceback(rows).with_columns(
+        kind=pl.when(blank).then(pl.lit("unknown")).otherwise(pl.col("kind")),
+        level=pl.when(blank).then(None).otherwise(pl.col("level")),
+        error=pl.when(blank).then(None).otherwise(pl.col("error")),
+    )
+
+
 HANDLERS = {
     IQ_IN: _iq_in,
     MESSAGE_OUT: _message_out,
@@ -225,7 +235,7 @@ HANDLERS = {
     **{kind: _jid(pattern) for kind, pattern in JID_PATTERNS.items()},
     "http_request": _http_request,
     "traceback": _traceback,
-    CONTINUATION: _traceback,  # a continuation with no traceback above it in the log
+    CONTINUATION: _orphan,
     "hibernation_timeout": lambda rows: rows.with_columns(error=pl.lit("smacks hibernation timeout")),
     UNPARSED: lambda rows: rows.with_columns(kind=pl.lit("unknown")),
     CONTEXT: lambda rows: rows.with_columns(kind=pl.lit("unknown")),
