@@ -253,7 +253,7 @@ def _latency_over_time(sessions: pl.DataFrame) -> pl.DataFrame | None:
     present = [c for c in LATENCY_STAGES.values() if timed.get_column(c).drop_nulls().len()]
     if not present:
         return None
-    every = _bin_width(timed["first_ts"].min(), timed["first_ts"].max(), 120)
+    every = _bin_width(timed["first_ts"].min(), timed["first_ts"].max(), 60)
     return timed.group_by_dynamic("first_ts", every=every).agg(
         [pl.col(c).quantile(q, "linear").alias(f"{c}_p{round(q * 100)}") for c in present for q in QUANTILES]
     )
@@ -517,7 +517,9 @@ def build_report(
     if participants and not batches:
         notes["batches"] = "no ramp batch in the logs (only swarm captures record them)"
 
-    latency = latency_table(sessions)
+    # One side's view of the stages: the clients' (what users wait for) when they logged them.
+    timed_sessions = sessions.filter(pl.col("origin") == origin) if origin else sessions
+    latency = latency_table(timed_sessions)
     if not latency:
         notes["latency"] = "no session has two timed stages, so no join latency"
 
@@ -603,8 +605,8 @@ def build_report(
         participants=participants,
         batches=batches,
         latency_table=latency,
-        latency_histograms=_latency_histograms(sessions),
-        latency_over_time=_latency_over_time(sessions),
+        latency_histograms=_latency_histograms(timed_sessions),
+        latency_over_time=_latency_over_time(timed_sessions),
         metrics=series,
         scatter=scatter,
         fit=fit,

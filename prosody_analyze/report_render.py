@@ -113,6 +113,7 @@ def _load_traces(report: Report, fig: go.Figure, **where: Any) -> None:
                 x=curve["ts"].to_list(),
                 y=curve["joined"].to_list(),
                 name=f"joined ({origin})",
+                mode="lines",
                 line={"color": COLORS[origin], "width": 2, "shape": "hv"},
                 fill="tozeroy" if origin == "client" else None,
                 fillcolor="rgba(37,99,235,0.08)",
@@ -124,6 +125,7 @@ def _load_traces(report: Report, fig: go.Figure, **where: Any) -> None:
                 x=curve["ts"].to_list(),
                 y=curve["connected"].to_list(),
                 name=f"connected ({origin})",
+                mode="lines",
                 line={"color": COLORS[origin], "width": 1.5, "dash": "dot", "shape": "hv"},
             ),
             **where,
@@ -181,9 +183,12 @@ def latency_time_figure(report: Report) -> go.Figure | None:
     if frame is None:
         return None
     stages = [s for s in STAGE_COLORS if f"{s}_s_p50" in frame.columns]
-    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=stages)
+    columns = 2 if len(stages) > 1 else 1
+    rows = (len(stages) + 1) // columns
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=stages, vertical_spacing=0.14)
     ts = frame["first_ts"].to_list()
-    for col, stage in enumerate(stages, start=1):
+    mode = "lines" if frame.height > 30 else "markers"  # a few bins (batches): no lines across the gaps
+    for number, stage in enumerate(stages):
         for quantile, dash in (("p50", "solid"), ("p95", "dash"), ("p99", "dot")):
             fig.add_trace(
                 go.Scatter(
@@ -191,17 +196,18 @@ def latency_time_figure(report: Report) -> go.Figure | None:
                     y=(frame[f"{stage}_s_{quantile}"] * 1000).to_list(),
                     name=f"{stage} {quantile}",
                     line={"color": STAGE_COLORS[stage], "dash": dash},
-                    mode="lines",
+                    mode=mode,
+                    marker={"size": 4},
                     legendgroup=quantile,
-                    showlegend=col == 1,
+                    showlegend=number == 0,
                 ),
-                row=1,
-                col=col,
+                row=number // columns + 1,
+                col=number % columns + 1,
             )
-    fig.update_yaxes(type="log")
-    fig.update_yaxes(title_text="ms", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="ms")
     fig.for_each_trace(lambda t: t.update(name=t.name.split(" ")[1]) if t.showlegend else None)
-    return _layout(fig, "Join latency p50 / p95 / p99 over time (by session start, UTC)", height=360)
+    title = "Join latency p50 / p95 / p99 over time (by session start, UTC)"
+    return _layout(fig, title, height=260 * rows + 120, legend={"orientation": "h", "y": -0.12})
 
 
 def metric_figures(report: Report) -> list[tuple[str, go.Figure]]:
@@ -461,6 +467,8 @@ def _latency_html(report: Report, figures: _Figures) -> str:
     if not report.latency_table:
         return _note(report, "latency")
     numeric = {"count", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
+    origin = report.summary["load_origin"]
+    seen_by = f'<p class="lead">as the {html.escape(origin)} sessions saw it</p>' if origin else ""
     columns = [
         ("stage", "stage"),
         ("count", "sessions"),
@@ -470,7 +478,8 @@ def _latency_html(report: Report, figures: _Figures) -> str:
         ("max_ms", "max (ms)"),
     ]
     return (
-        table(report.latency_table, columns, numeric)
+        seen_by
+        + table(report.latency_table, columns, numeric)
         + figures.div(latency_distribution_figure(report))
         + figures.div(latency_time_figure(report))
     )
