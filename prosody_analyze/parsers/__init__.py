@@ -252,9 +252,10 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
     )
     if module is capture:
         result.manifests = capture.manifests(events)
-    part = _scratch_file(scratch, "whole-")
+    part, lifecycle = _scratch_file(scratch, "whole-"), _scratch_file(scratch, "lifecycle-")
     events.write_parquet(part, compression="lz4")
-    return result, pl.scan_parquet(part), [part]
+    events.drop("message").write_parquet(lifecycle, compression="lz4")
+    return result, pl.scan_parquet(part), [lifecycle]
 
 
 def parse_file(
