@@ -49,11 +49,15 @@ def report_command(
         return
     console = Console()
     console.print(
-        f"{result.format} report → {result.path}: {result.size_bytes / 2**20:.2f} MiB "
+        f"{result.format} report → {result.path}: {_size(result.size_bytes)} "
         f"in {result.seconds:.1f} s; sections: {', '.join(result.sections)}"
     )
     for key, note in result.notes.items():
         console.print(f"  [yellow]not included[/] {key}: {note}", highlight=False)
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:.2f} MiB" if size_bytes >= 2**20 else f"{size_bytes / 2**10:.1f} KiB"
 
 
 class _nothing:
