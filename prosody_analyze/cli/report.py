@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -40,7 +41,7 @@ def report_command(
 ) -> None:
     """Write the incident-review report: summary, load, latency, resources, fit, error bursts, failures."""
     console = Console(stderr=True)
-    with console.status("writing report", spinner="dots") if not as_json else _nothing():
+    with console.status("writing report", spinner="dots") if not as_json else contextlib.nullcontext():
         result = write_report(
             analysis_dir, out, format=format, redact=redact, limit=limit, failed_limit=failed, title=title
         )
@@ -58,11 +59,3 @@ def report_command(
 
 def _size(size_bytes: int) -> str:
     return f"{size_bytes / 2**20:.2f} MiB" if size_bytes >= 2**20 else f"{size_bytes / 2**10:.1f} KiB"
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
