@@ -22,7 +22,15 @@ import polars as pl
 from . import __version__
 from .errors import UserError
 from .redact import Redactor
-from .schema import EVENT_KINDS, EVENTS_FILE, METRICS_FILE, SESSIONS_FILE
+from .schema import (
+    EVENT_KINDS,
+    EVENT_SCHEMA,
+    EVENTS_FILE,
+    METRIC_SCHEMA,
+    METRICS_FILE,
+    SESSION_SCHEMA,
+    SESSIONS_FILE,
+)
 
 SUMMARY_FILE = "ingest.json"
 BURSTS_FILE = "bursts.json"
@@ -166,6 +174,18 @@ def _check_dir(analysis_dir: Path) -> None:
             f"{analysis_dir} has no {' or '.join(missing)}; "
             f"run `prosody-analyze ingest LOGS -o {analysis_dir}` first"
         )
+
+
+def _checked_table(path: Path, schema: dict[str, pl.DataType]) -> Path:
+    """``path`` if it is a Parquet table with the schema's columns; else one clear error."""
+    try:
+        present = pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise UserError(f"{path} is not a readable Parquet table: {error}") from None
+    missing = [name for name in schema if name not in present]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; re-run `prosody-analyze ingest`")
+    return path
 
 
 # --- participants ---------------------------------------------------------------------------------
@@ -448,8 +468,8 @@ def build_report(
     files = [f for f in ingest.get("files", []) if isinstance(f, dict)]
     captures = [c for c in ingest.get("captures", []) if isinstance(c, dict)]
 
-    events = pl.scan_parquet(analysis_dir / EVENTS_FILE)
-    sessions = pl.read_parquet(analysis_dir / SESSIONS_FILE)
+    events = pl.scan_parquet(_checked_table(analysis_dir / EVENTS_FILE, EVENT_SCHEMA))
+    sessions = pl.read_parquet(_checked_table(analysis_dir / SESSIONS_FILE, SESSION_SCHEMA))
     span = (
         events.select(
             pl.col("ts").min().alias("first"),
@@ -524,7 +544,9 @@ def build_report(
         notes["latency"] = "no session has two timed stages, so no join latency"
 
     metrics_path = analysis_dir / METRICS_FILE
-    raw_metrics = pl.read_parquet(metrics_path) if metrics_path.is_file() else None
+    raw_metrics = (
+        pl.read_parquet(_checked_table(metrics_path, METRIC_SCHEMA)) if metrics_path.is_file() else None
+    )
     series = metric_series(raw_metrics) if raw_metrics is not None else []
     for s in series:
         s.name = redactor.text(s.name)

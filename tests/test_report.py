@@ -341,6 +341,9 @@ def test_cli_json_and_errors(analysis: Path, tmp_path: Path) -> None:
     missing = _cli(str(tmp_path / "nothing"), "-o", str(tmp_path / "x.html"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "not a directory" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    (analysis / "sessions.parquet").write_text("not parquet")
+    broken = _cli(str(analysis), "-o", str(tmp_path / "x.html"))
+    assert broken.returncode == 2 and "sessions.parquet is not a readable Parquet table" in broken.stderr
     bad_limit = _cli(str(analysis), "-o", str(tmp_path / "x.html"), "--limit", "lots")
     assert bad_limit.returncode == 2 and "--limit" in bad_limit.stderr
     assert not (tmp_path / "x.html").exists()
