@@ -450,6 +450,33 @@ def _what_was_tested(
     return f"logs ({', '.join(formats) or 'none recognised'}){where}"
 
 
+def _redactor(
+    enabled: bool, sessions: pl.DataFrame, events: pl.LazyFrame, captures: list[dict[str, Any]]
+) -> Redactor:
+    """A redactor that knows this run's domains and rooms, so bare mentions (``localhost``) go too."""
+    redactor = Redactor(enabled=enabled)
+    if not enabled:
+        return redactor
+    jid_domains = sessions.select(pl.col("jid").str.extract(r"@\[?([^/\]]+)")).drop_nulls().unique()
+    # Prosody sources such as `conference.meet.example.org:muc` name the host they serve.
+    source_hosts = (
+        events.select(pl.col("source").str.extract(r"^([^:\s]+\.[^:\s]+):\w+$"))
+        .drop_nulls()
+        .unique()
+        .collect()
+    )
+    rooms = (
+        pl.concat([sessions.select("room"), events.select("room").unique().collect()]).drop_nulls().unique()
+    )
+    configs = list(captures) + [c["config"] for c in captures if isinstance(c.get("config"), dict)]
+    manifest_domains = [c[k] for c in configs for k in ("domain", "muc") if isinstance(c.get(k), str)]
+    redactor.learn(
+        domains=jid_domains.to_series().to_list() + source_hosts.to_series().to_list() + manifest_domains,
+        rooms=rooms.to_series().to_list(),
+    )
+    return redactor
+
+
 def build_report(
     analysis_dir: Path,
     redact: bool = False,
@@ -486,25 +513,7 @@ def build_report(
     first, last = (min(bounds) if bounds else None), (max(ends) if ends else None)
     every = _bin_width(first, last)
 
-    redactor = Redactor(enabled=redact)
-    if redact:
-        jid_domains = sessions.select(pl.col("jid").str.extract(r"@\[?([^/\]]+)")).drop_nulls().unique()
-        rooms = (
-            pl.concat([sessions.select("room"), events.select("room").unique().collect()])
-            .drop_nulls()
-            .unique()
-        )
-        manifest_domains = [c.get(k) for c in captures for k in ("domain",) if isinstance(c.get(k), str)]
-        manifest_domains += [
-            c["config"].get(k)
-            for c in captures
-            if isinstance(c.get("config"), dict)
-            for k in ("domain", "muc")
-            if isinstance(c["config"].get(k), str)
-        ]
-        redactor.learn(
-            domains=jid_domains.to_series().to_list() + manifest_domains, rooms=rooms.to_series().to_list()
-        )
+    redactor = _redactor(redact, sessions, events, captures)
 
     origin = _origin_for_load(sessions)
     participants: dict[str, pl.DataFrame] = {}
