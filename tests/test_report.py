@@ -24,7 +24,7 @@ START = datetime(2026, 11, 28, 21, 0, 0, tzinfo=UTC)
 # Log text that would run if it reached the page unescaped, in a table or inside a plot's JSON.
 PAYLOAD = '</script><script>document.body.dataset.pwned="yes"</script><img src=x onerror="pwned()">'
 STANZA = "<presence to='secret-board@conference.meet.acme-corp.test/alice' type='error'/>"
-SECRETS = ["meet.acme-corp.test", "secret-board", "alice", "10.20.30.40", "bob"]
+SECRETS = ["meet.acme-corp.test", "secret-board", "alice", "10.20.30.40", "bob", "chat-backend"]
 BATCHES, PER_BATCH = 3, 10
 
 
@@ -57,7 +57,9 @@ def _sessions() -> pl.DataFrame:
                     "join_s": None if failed else 0.1 + index / 1000,
                     "outcome": "failed" if failed else "joined",
                     "failed_stage": "joined" if failed else None,
-                    "error": f"HTTP 500 from 10.20.30.40 {PAYLOAD}" if failed else None,
+                    "error": f"HTTP 500 from 10.20.30.40 via conference.chat-backend {PAYLOAD}"
+                    if failed
+                    else None,
                     "http_status": 500 if failed else None,
                 }
             )
@@ -96,6 +98,7 @@ def _events() -> pl.DataFrame:
             "origin": "server",
             "kind": "unknown",
             "message": "hello",
+            "source": "conference.chat-backend:muc",
         },
     ]
     return conform(pl.DataFrame(rows), EVENT_SCHEMA)
