@@ -34,6 +34,7 @@ from .summary import SwarmSummary, most_common, stage_percentiles
 from .xmpp import Event, Participant, Phase
 
 LEAVE_TIMEOUT_S = 5.0  # how long a leaving participant waits for the server's <close/>
+LEAVES_PER_S = 100  # leaves a loaded server confirms per second, to size the wait at the end
 MAX_RETRY_WAIT_S = 30.0
 UNREACHABLE_AFTER = 10  # consecutive failed connects, with nobody connected, that end the run
 POLL_S = 0.1
@@ -171,7 +172,9 @@ class Swarm:
         if leaving:
             await asyncio.gather(*leaving, return_exceptions=True)
         if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=LEAVE_TIMEOUT_S + 2)
+            # Prosody handles a few hundred leaves a second (each one is broadcast to the room).
+            grace = max(LEAVE_TIMEOUT_S, len(leaving) / LEAVES_PER_S)
+            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
@@ -240,13 +243,14 @@ class Swarm:
             join_muc=config.join_muc,
         )
         ws: ClientConnection | None = None
-        async with self.connect_slots:
+        await self.connect_slots.acquire()
+        holding_slot = True
+        try:
             if self.stopping.is_set():
                 return None
-            began = time.monotonic()
+            began = marks["start"] = time.monotonic()
             if self.first_attempt_mono is None:
                 self.first_attempt_mono = began
-            marks["start"] = began
             if config.conference_over_http:
                 await self._http_conference_request(planned)
             try:
@@ -261,25 +265,34 @@ class Swarm:
             self.consecutive_unreachable = 0
             self.open_connections += 1
             self.connections[planned.participant_id] = (machine, ws)
-            try:
-                connect_ms = (time.monotonic() - began) * 1000
-                step = machine.connected(f"WebSocket open in {connect_ms:.1f} ms")
-                self._record(planned, machine, step.events, marks)
-                await self._send(ws, machine, step.send)
-                if self.stopping.is_set():
-                    await self._send(ws, machine, machine.leave())
-                failure = await self._drive(planned, machine, ws, marks, until=lambda: not machine.connecting)
-            except BaseException:
-                self._disconnect(planned, machine)
-                raise
-        try:
+            step = machine.connected(f"WebSocket open in {(time.monotonic() - began) * 1000:.1f} ms")
+            self._record(planned, machine, step.events, marks)
+            await self._send(ws, machine, step.send)
+            if self.stopping.is_set():
+                await self._send(ws, machine, machine.leave())
+            failure = await self._drive(planned, machine, ws, marks, until=lambda: not machine.connecting)
+            self.connect_slots.release()
+            holding_slot = False
             if failure is None and not machine.done:
                 failure = await self._drive(planned, machine, ws, marks, until=lambda: False)
+            return failure
         finally:
-            self._disconnect(planned, machine)
+            if holding_slot:
+                self.connect_slots.release()
+            if ws is not None:
+                await self._hang_up(planned, machine, ws, marks)
+
+    async def _hang_up(
+        self, planned: PlannedParticipant, machine: Participant, ws: ClientConnection, marks: dict[str, float]
+    ) -> None:
+        self._disconnect(planned, machine)
+        if machine.phase is Phase.LEAVING:  # the run's end cut the wait for the server's <close/>
+            self._record(planned, machine, machine.timed_out(LEAVE_TIMEOUT_S).events, marks)
+        if asyncio.current_task().cancelling():
+            ws.transport.abort()
+        else:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), LEAVE_TIMEOUT_S)
-        return failure
 
     def _disconnect(self, planned: PlannedParticipant, machine: Participant) -> None:
         if self.connections.pop(planned.participant_id, None) is not None:
