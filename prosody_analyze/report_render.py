@@ -310,7 +310,19 @@ def error_figure(report: Report) -> go.Figure | None:
     timeline = report.error_timeline
     if timeline is None and not report.bursts:
         return None
-    fig = go.Figure()
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    load = report.participants.get(report.summary["load_origin"] or "")
+    if load is not None:  # the load behind the errors, faint, on its own axis
+        fig.add_trace(
+            go.Scatter(
+                x=load["ts"].to_list(),
+                y=load["joined"].to_list(),
+                name="participants joined",
+                mode="lines",
+                line={"color": "#94a3b8", "width": 1.5, "shape": "hv"},
+            ),
+            secondary_y=True,
+        )
     if timeline is not None:
         for kind in sorted(set(timeline["kind"].to_list())):
             rows = timeline.filter(timeline["kind"] == kind)
@@ -321,7 +333,8 @@ def error_figure(report: Report) -> go.Figure | None:
                     name=kind,
                     width=report.error_bin_seconds * 1000,
                     marker_color=ERROR_COLORS.get(kind, "#334155"),
-                )
+                ),
+                secondary_y=False,
             )
     for number, burst in enumerate(report.bursts or [], start=1):
         start, end = burst_window(burst)
@@ -334,9 +347,11 @@ def error_figure(report: Report) -> go.Figure | None:
                 annotation_text=f"burst {number}",
                 annotation_position="top left",
             )
-    return _layout(
-        fig, "Errors over time, bursts shaded (UTC)", barmode="stack", yaxis_title="events per bin", bargap=0
+    fig.update_yaxes(title_text="error events per bin", secondary_y=False)
+    fig.update_yaxes(
+        title_text="participants", secondary_y=True, showgrid=False, rangemode="tozero", tickformat=",.0f"
     )
+    return _layout(fig, "Errors over time, bursts shaded (UTC)", barmode="stack", bargap=0)
 
 
 def sections(report: Report) -> list[str]:
