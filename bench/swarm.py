@@ -111,6 +111,7 @@ def one_run(name: str, hold: float) -> dict:
         "joined": summary.joined,
         "failed": summary.failed,
         "dropped": summary.dropped,
+        "left": summary.left,
         "all_joined_s": summary.all_joined_s,
         "joins_per_s": summary.joins_per_s,
         "client_base_rss_mb": round(base / MB, 1),
@@ -138,7 +139,7 @@ def show(result: dict, hold: float) -> None:
     )
     print(
         f"joined {result['joined']}/{result['participants']}, failed {result['failed']}, "
-        f"dropped {result['dropped']}, crashes 0"
+        f"dropped {result['dropped']}, left cleanly {result['left']}, crashes 0"
     )
     print(f"time to all-joined: {result['all_joined_s']} s   joins/s: {result['joins_per_s']}")
     print(
