@@ -113,3 +113,13 @@ def test_shards_agree_on_room_names_without_a_prefix_only_through_the_start_time
     for bad in ("5/5", "1", "a/b", "-1/3"):
         with pytest.raises(UserError, match="--shard"):
             parse_shard(bad)
+
+
+def test_a_shard_with_nobody_in_it_ends_at_once_and_successfully(tmp_path):
+    from prosody_analyze.swarm import run_swarm
+
+    config = SwarmConfig(domain="localhost", service="ws://127.0.0.1:9/xmpp-websocket", room_prefix="e",
+                         rooms=1, participants=1, shard_index=1, shard_count=2, duration=60)
+    summary = run_swarm(config, tmp_path / "c", progress=False)
+    assert (summary.target, summary.exit_code, summary.end_reason) == (0, 0, "every participant ended")
+    assert summary.duration_s < 2

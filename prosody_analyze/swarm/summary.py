@@ -45,7 +45,8 @@ class SwarmSummary:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.failed == 0 and self.dropped == 0 and self.joined > 0
+        """Every planned participant joined (none planned counts: a shard may be empty) and none dropped."""
+        return self.error is None and self.joined == self.target and self.dropped == 0
 
     @property
     def exit_code(self) -> int:
