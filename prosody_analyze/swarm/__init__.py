@@ -55,6 +55,10 @@ async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool =
         plan = build_plan(config)
         _allow_open_files(len(plan))
         start_at = config.start_at or datetime.now(UTC)
+        late_s = (datetime.now(UTC) - start_at).total_seconds()
+        if late_s > 1:
+            print(f"swarm: warning: the start time was {late_s:.1f} s ago; participants due by now "
+                  "start at once", file=sys.stderr)
         writer = CaptureWriter(out, shard=config.shard)
         manifest = _manifest(config, plan, start_at, prosody)
         sampler = None

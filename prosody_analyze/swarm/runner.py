@@ -133,7 +133,7 @@ class Swarm:
                     hold = self.config.duration
                     hold_until = time.monotonic() + hold if hold is not None else float("inf")
                 if hold_until is not None and time.monotonic() >= hold_until:
-                    reason = f"duration reached ({self.config.duration:g} s after the last join)"
+                    reason = f"duration reached ({self.config.duration:g} s after everyone joined or failed)"
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 0.25)
