@@ -60,6 +60,8 @@ def test_outputs_follow_the_schema_and_summary_contract(tmp_path, fixtures):
     assert sum(f["events"] for f in saved["files"]) == events.height == saved["events"]
     assert saved["sessions"] == sessions.height
     assert set(events["file"]) == {f["path"] for f in saved["files"] if f["events"]}  # walked recursively
+    in_order = events.group_by("file").agg((pl.col("seq").diff().drop_nulls() > 0).all().alias("ordered"))
+    assert in_order["ordered"].all()  # rows come in line order within each file
 
 
 def test_missing_path_is_one_clear_error(tmp_path):

@@ -337,3 +337,19 @@ def test_fixture_copies_are_untouched(fixtures, tmp_path):
     before = sorted(p.name for p in copy.iterdir())
     run(tmp_path, copy)
     assert sorted(p.name for p in copy.iterdir()) == before
+
+
+def test_console_log_with_the_docker_image_date_prefix(tmp_path):
+    """docker-jitsi-meet images since 2023 print ``YYYY-MM-DD HH:MM:SS`` before the console line."""
+    log = tmp_path / "prosody-docker.log"
+    log.write_text(
+        "2026-11-28 21:05:25 c2s55aa00000001                                    info\tClient connected\n"
+        "2026-11-28 21:05:26 c2s55aa00000001                          info\tAuthenticated as a@meet.jitsi\n"
+    )
+    assert sniff(log).label == "prosody-console"
+    events, sessions, _ = run(tmp_path, log)
+    assert events["ts"].to_list() == [
+        datetime(2026, 11, 28, 21, 5, 25, tzinfo=UTC),
+        datetime(2026, 11, 28, 21, 5, 26, tzinfo=UTC),
+    ]
+    assert sessions.row(0, named=True)["auth_s"] == 1.0

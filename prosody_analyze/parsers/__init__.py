@@ -160,8 +160,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     Each chunk of whole lines is split by polars' CSV reader and classified (pass 1 of
     ``prosody_server``); its few detail rows are refined (pass 2, with state carried from chunk to
     chunk) and the chunk goes on to the Parquet writer, through an IO source, as the returned frame
-    is consumed. Within a chunk the plain rows come first, then the refined ones: sort by ``seq``
-    for the line order. The figures and the lifecycle rows (for sessions) fill in meanwhile.
+    is consumed, rows in line order. The figures and the lifecycle rows (for sessions) fill in meanwhile.
     """
     result = FileResult()
     lifecycle: list[Path] = []
@@ -181,7 +180,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         detail.drop("message").write_parquet(part, compression="lz4")
         lifecycle.append(part)
         rest = conform(batch.filter(~pl.col("detail")).with_columns(file=file_column), EVENT_SCHEMA)
-        events = pl.concat([rest, detail])
+        events = pl.concat([rest, detail]).sort("seq")  # cheap: the strings are not copied
         result.events += events.height
         return events
 
