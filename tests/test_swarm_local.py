@@ -249,6 +249,9 @@ def test_prosody_killed_mid_run_ends_the_swarm_with_everything_before_the_kill(t
     drops = [e for e in events if e["kind"] == "disconnected"]
     assert len(drops) == 10 and all(e["level"] == "error" and "connection lost" in e["error"] for e in drops)
     assert json.loads((capture / MANIFEST_FILE).read_text())["summary"]["dropped"] == 10
+    ingest([capture], tmp_path / "analysis")  # a capture cut short by the server still ingests whole
+    sessions = pl.read_parquet(tmp_path / "analysis" / "sessions.parquet")
+    assert sessions.filter(pl.col("origin") == "client")["joined_ts"].is_not_null().sum() == 10
 
 
 def test_local_mode_brings_its_own_prosody_and_leaves_its_log_and_metrics(tmp_path):
