@@ -6,9 +6,10 @@ bounded in count and time:
 1. ``rate``: 1000 participants (20 rooms × 50) all at once (the connection cap paces them):
    time to all joined, joins/s, client peak RSS and RSS per participant, Prosody RSS and CPU.
 2. ``hold``: 2000 participants (40 rooms × 50) held in one process.
-3. ``online``: the 1000 of ``rate`` without joining the MUC, which shows the client's own
-   headroom: in rooms of 50 Prosody's presence fan-out (and mod_smacks copying every stanza)
-   keeps its single core busy, and that, not the client, sets the join rate.
+3. ``online``: the 1000 of ``rate`` without joining the MUC, and ``small-rooms``: 1000 in
+   rooms of 10. They show the client's own headroom: in rooms of 50 Prosody's presence fan-out
+   (and mod_smacks copying every stanza) keeps its single core busy, and that, not the client,
+   sets the join rate.
 
 Targets (issue 3): all joined with zero crashes, >= 60 joins/s, <= 100 KB client RSS per
 participant, 2000 held. JXS on the same machine: ~29 joins/s, ~160 KB per participant,
@@ -72,6 +73,7 @@ SCENARIOS = {
     "rate": (20, 50, True),  # the target: 1000 in rooms of 50
     "hold": (40, 50, True),  # 2000 held in one process
     "online": (20, 50, False),  # client headroom: the same 1000 without the MUC fan-out on the server
+    "small-rooms": (100, 10, True),  # 1000 joined in rooms of 10: a tenth of the fan-out per join
 }
 
 
@@ -188,12 +190,14 @@ def main() -> int:
     muc_runs = [r for r in results if r.get("join_muc")]
     verdicts = {
         "all joined, zero crashes": all(r.get("joined") == r.get("participants") for r in results),
-        ">= 60 joins/s (1000 in rooms of 50)": (by_name.get("rate", {}).get("joins_per_s") or 0) >= 60,
         "<= 100 KB client RSS per participant": all(
             r.get("rss_per_participant_kb", 1e9) <= 100 for r in muc_runs
         ),
-        "2000 held in one process": by_name.get("hold", {}).get("joined") == 2000,
     }
+    if "rate" in by_name:
+        verdicts[">= 60 joins/s (1000 in rooms of 50)"] = (by_name["rate"].get("joins_per_s") or 0) >= 60
+    if "hold" in by_name:
+        verdicts["2000 held in one process"] = by_name["hold"].get("joined") == 2000
     print()
     for name, ok in verdicts.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
