@@ -36,60 +36,65 @@ def swarm(
     ] = None,
     service: Annotated[
         str | None,
-        typer.Option(help="WebSocket URL [default: wss://DOMAIN/xmpp-websocket]; ?room=ROOM is appended."),
+        typer.Option(help="WebSocket URL (default: wss://DOMAIN/xmpp-websocket); ?room=ROOM is appended."),
     ] = None,
     domain: Annotated[str | None, typer.Option(help="XMPP domain (required unless --local).")] = None,
-    muc: Annotated[str | None, typer.Option(help="MUC domain [default: conference.DOMAIN].")] = None,
+    muc: Annotated[str | None, typer.Option(help="MUC domain (default: conference.DOMAIN).")] = None,
     room_prefix: Annotated[
-        str | None, typer.Option(help="Room names are PREFIX-N [default: jxs-test-RANDOM].")
+        str | None, typer.Option(help="Room names are PREFIX-N (default: jxs-test-RANDOM).")
     ] = None,
-    rooms: Annotated[int | None, typer.Option(help="Rooms per batch [default: 1].")] = None,
-    participants: Annotated[int | None, typer.Option(help="Participants per room [default: 2].")] = None,
+    rooms: Annotated[int | None, typer.Option(help="Rooms per batch (default: 1).")] = None,
+    participants: Annotated[int | None, typer.Option(help="Participants per room (default: 2).")] = None,
     delay: Annotated[
         str | None,
         typer.Option(
             help="Between participants of a room; a bare number is in "
-            "milliseconds as in JXS (50, 50ms, 1s) [default: 0]."
+            "milliseconds as in JXS (50, 50ms, 1s) (default: 0)."
         ),
     ] = None,
     conference_request_target: Annotated[
         str | None,
         typer.Option(
             help="Focus JID for the conference request IQ, or an http(s):// URL to POST it to before "
-            "logging in [default: focus.DOMAIN]."
+            "logging in (default: focus.DOMAIN)."
         ),
     ] = None,
     join_muc: Annotated[
         bool | None,
-        typer.Option("--join-muc/--no-join-muc", help="Join the room [default: join].", show_default=False),
+        typer.Option("--join-muc/--no-join-muc", help="Join the room (default: join).", show_default=False),
     ] = None,
     duration: Annotated[
         str | None,
         typer.Option(
             help="Hold after everyone joined or failed, then leave "
-            "(10m, 90s, bare number = seconds) [default: until Ctrl-C]."
+            "(10m, 90s, bare number = seconds) (default: until Ctrl-C)."
         ),
     ] = None,
-    enable_debug: Annotated[bool, typer.Option(help="Print every participant event on stderr.")] = False,
+    enable_debug: Annotated[
+        bool, typer.Option("--enable-debug", help="Print every participant event on stderr.")
+    ] = False,
     enable_xmpp_log: Annotated[
         bool,
-        typer.Option(help="Log every frame in and out to xmpp.log in the capture (stderr with --out -)."),
+        typer.Option(
+            "--enable-xmpp-log",
+            help="Log every frame in and out to xmpp.log in the capture (stderr with --out -).",
+        ),
     ] = False,
     batches: Annotated[
-        int | None, typer.Option(help="Batches of ROOMS x PARTICIPANTS, each in new rooms [default: 1].")
+        int | None, typer.Option(help="Batches of ROOMS x PARTICIPANTS, each in new rooms (default: 1).")
     ] = None,
     batch_interval: Annotated[
-        str | None, typer.Option(help="Between batch starts (60s, 1m) [default: 60s].")
+        str | None, typer.Option(help="Between batch starts (60s, 1m) (default: 60s).")
     ] = None,
     max_connecting: Annotated[
-        int | None, typer.Option(help="Cap on simultaneous connection attempts [default: 100].")
+        int | None, typer.Option(help="Cap on simultaneous connection attempts (default: 100).")
     ] = None,
     retries: Annotated[
         int | None,
-        typer.Option(help="Retries of a participant that failed before joining, with backoff [default: 0]."),
+        typer.Option(help="Retries of a participant that failed before joining, with backoff (default: 0)."),
     ] = None,
     retry_backoff: Annotated[
-        str | None, typer.Option(help="First retry wait, doubled each time [default: 1s].")
+        str | None, typer.Option(help="First retry wait, doubled each time (default: 1s).")
     ] = None,
     source_address: Annotated[
         list[str] | None,
@@ -100,23 +105,24 @@ def swarm(
         ),
     ] = None,
     timeout: Annotated[
-        str | None, typer.Option(help="Per-stage timeout (connect, auth, bind, join) [default: 30s].")
+        str | None, typer.Option(help="Per-stage timeout (connect, auth, bind, join) (default: 30s).")
     ] = None,
     conference_timeout: Annotated[
-        str | None, typer.Option(help="Conference request timeout [default: 30s].")
+        str | None, typer.Option(help="Conference request timeout (default: 30s).")
     ] = None,
     ping_interval: Annotated[
-        str | None, typer.Option(help="XMPP ping interval once in [default: 10s].")
+        str | None, typer.Option(help="XMPP ping interval once in (default: 10s).")
     ] = None,
     metrics_url: Annotated[
         str | None, typer.Option(help="Prosody OpenMetrics URL scraped during the run into metrics.csv.")
     ] = None,
-    metrics_interval: Annotated[str | None, typer.Option(help="Scrape interval [default: 1s].")] = None,
+    metrics_interval: Annotated[str | None, typer.Option(help="Scrape interval (default: 1s).")] = None,
     local: Annotated[
         bool,
         typer.Option(
+            "--local",
             help="Start a sandboxed Prosody on 127.0.0.1 (Debian's prosody "
-            "package) and aim at it; its log and metrics go in the capture."
+            "package) and aim at it; its log and metrics go in the capture.",
         ),
     ] = False,
     shard: Annotated[
@@ -129,7 +135,7 @@ def swarm(
     out: Annotated[
         str | None,
         typer.Option(
-            "--out", "-o", help="Capture directory, or - for JSON lines on stdout [default: swarm-UTCTIME]."
+            "--out", "-o", help="Capture directory, or - for JSON lines on stdout (default: swarm-UTCTIME)."
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
