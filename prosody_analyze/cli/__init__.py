@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import analysis, demo, ingest, k8s, report, swarm  # noqa: F401  (register commands)
+from . import analysis, correlate, demo, ingest, k8s, report, swarm  # noqa: F401  (register commands)
 from .app import app
 
 

@@ -1,0 +1,3 @@
+"""`correlate` command (being written)."""
+
+from .app import app  # noqa: F401
