@@ -122,7 +122,7 @@ def main() -> None:
         code = (
             "import sys; from pathlib import Path; from prosody_analyze.ingest import ingest; "
             "s = ingest([Path(sys.argv[1])], Path(sys.argv[2]), year=2026); "
-            "print(s.events, s.sessions)"
+            "print(s.events, s.sessions); print(*s.files[0].notes, sep='\\n', file=sys.stderr)"
         )
         started = time.perf_counter()
         result = subprocess.run(
@@ -136,6 +136,8 @@ def main() -> None:
             print(result.stderr, file=sys.stderr)
             raise SystemExit(result.returncode)
         events, sessions = map(int, result.stdout.split())
+        if result.stderr.strip():
+            print(f"notes: {result.stderr.strip()}")
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         print(f"ingested {events:,} events, {sessions:,} sessions in {elapsed:.1f} s")
         print(f"throughput: {size / 1e6 / elapsed:,.0f} MB/s, {lines / elapsed:,.0f} lines/s")

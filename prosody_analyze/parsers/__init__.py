@@ -44,7 +44,7 @@ STREAMED = {prosody_file.NAME, prosody_console.NAME}
 MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
 CHUNK_BYTES = 32 << 20  # bytes of a Prosody log parsed at a time: bounds memory on huge logs
-PARALLEL_CHUNKS = 2  # chunks in their first pass while the previous one is refined
+PARALLEL_CHUNKS = 2  # chunks parsed at once (one per core here) while the previous one is written
 
 
 @dataclass(frozen=True)
@@ -158,45 +158,46 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     """Prosody formats: chunk by chunk, memory bounded by a chunk whatever the file size.
 
     Each chunk of whole lines is split by polars' CSV reader and classified (pass 1 of
-    ``prosody_server``); its few detail rows are refined (pass 2, with state carried from chunk to
-    chunk) and the chunk goes on to the Parquet writer, through an IO source, as the returned frame
-    is consumed, rows in line order. The figures and the lifecycle rows (for sessions) fill in meanwhile.
+    ``prosody_server``) and its few detail rows are refined (pass 2), in worker threads; then, in
+    file order, what carries across chunks is applied and the chunk goes on to the Parquet writer,
+    through an IO source, as the returned frame is consumed (rows in line order). The figures and
+    the lifecycle rows (for sessions) fill in meanwhile.
     """
     result = FileResult()
     lifecycle: list[Path] = []
     state = prosody_server.RefineState()
     file_column = pl.lit(display)
 
-    def first_pass(chunk: bytes, first_seq: int) -> pl.DataFrame:
-        return module.pass1(read_fields(chunk, first_seq), context).collect()
-
-    def second_pass(batch: pl.DataFrame) -> pl.DataFrame:
-        """In file order: the refine state and the figures carry from one chunk to the next."""
-        _count(result, batch)
+    def parse_chunk(chunk: bytes, first_seq: int) -> tuple[pl.DataFrame, dict, Path]:
+        """Both passes on one chunk, in a worker thread (polars releases the GIL)."""
+        batch = module.pass1(read_fields(chunk, first_seq), context).collect()
         detail = batch.filter(pl.col("detail")).drop("detail")
-        detail = conform(prosody_server.refine(detail, state).with_columns(file=file_column), EVENT_SCHEMA)
+        detail = conform(prosody_server.refine(detail).with_columns(file=file_column), EVENT_SCHEMA)
         # Written out, not kept: frames filtered from a chunk would hold on to all of its strings.
         part = _scratch_file(scratch, "lifecycle-")
         detail.drop("message").write_parquet(part, compression="lz4")
-        lifecycle.append(part)
         rest = conform(batch.filter(~pl.col("detail")).with_columns(file=file_column), EVENT_SCHEMA)
-        events = pl.concat([rest, detail]).sort("seq")  # cheap: the strings are not copied
+        return pl.concat([rest, detail]).sort("seq"), _figures(batch), part  # sort: strings not copied
+
+    def in_order(done: Future) -> pl.DataFrame:
+        events, figures, part = done.result()
+        _merge(result, figures)
+        lifecycle.append(part)
         result.events += events.height
-        return events
+        return prosody_server.drop_repeated_joins(events, state)
 
     def batches(with_columns, predicate, n_rows, batch_size):
-        # polars releases the GIL: the next chunks' first pass runs while this one is refined and written.
         with ThreadPoolExecutor(max_workers=PARALLEL_CHUNKS) as pool:
             queued: deque[Future] = deque()
             first_seq = 1
             try:
                 for chunk in iter_byte_chunks(path, notes, CHUNK_BYTES):
-                    queued.append(pool.submit(first_pass, chunk, first_seq))
+                    queued.append(pool.submit(parse_chunk, chunk, first_seq))
                     first_seq += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
                     if len(queued) > PARALLEL_CHUNKS:
-                        yield _select(second_pass(queued.popleft().result()), with_columns, predicate)
+                        yield _select(in_order(queued.popleft()), with_columns, predicate)
                 while queued:
-                    yield _select(second_pass(queued.popleft().result()), with_columns, predicate)
+                    yield _select(in_order(queued.popleft()), with_columns, predicate)
             except Exception as error:  # one bad file must not sink the others: keep what was read, say why
                 result.error = f"stopped after line {result.lines}: {type(error).__name__}: {error}"
                 for future in queued:
@@ -213,15 +214,18 @@ def _select(events: pl.DataFrame, with_columns: list[str] | None, predicate: pl.
     return events.select(with_columns) if with_columns else events
 
 
-def _count(result: FileResult, batch: pl.DataFrame) -> None:
-    """Add a pass-1 batch to the file's figures."""
-    figures = batch.select(
+def _figures(batch: pl.DataFrame) -> dict:
+    """A pass-1 chunk's share of the file's figures."""
+    return batch.select(
         pl.col("seq").max().alias("lines"),
         (pl.col("kind") == prosody_server.UNPARSED).sum().alias("unparsed"),
         pl.col("ts").min().alias("first_ts"),
         pl.col("ts").max().alias("last_ts"),
         pl.col("message").str.contains("\ufffd", literal=True).sum().alias("invalid_utf8_lines"),
     ).row(0, named=True)
+
+
+def _merge(result: FileResult, figures: dict) -> None:
     result.lines = max(result.lines, figures["lines"] or 0)
     result.unparsed += figures["unparsed"]
     result.invalid_utf8_lines += figures["invalid_utf8_lines"]

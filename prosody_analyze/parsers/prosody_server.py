@@ -39,6 +39,7 @@ DETAIL_KINDS = [
     UNPARSED,
     CONTEXT,
 ]
+OCCUPANT_TO = r" to='([^']+/[^']*)'"
 # Sources whose lines explain the error reply logged right after them.
 CONTEXT_SOURCES = ["stanzarouter"]
 
@@ -146,27 +147,44 @@ def _iq_in(rows: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass
 class RefineState:
-    """What refining one batch leaves for the next batches of the same file."""
+    """What one chunk of a file leaves for its next chunks."""
 
     # "<c2s id> <room@muc/nick>" already asked to join: later presences there are status updates.
     asked: pl.Series = field(default_factory=lambda: pl.Series("key", [], pl.String))
 
 
-def _presence_in(rows: pl.DataFrame, state: RefineState) -> pl.DataFrame:
-    """A presence without type to ``room@muc/nick`` is a join request, or a status update once joined."""
-    rows = rows.with_columns(occupant=msg.str.extract(r" to='([^']+/[^']*)'", 1))
+def _presence_in(rows: pl.DataFrame) -> pl.DataFrame:
+    """A presence without type to ``room@muc/nick`` is a join request, or a status update once joined.
+
+    Only the first per session and occupant in these rows is a join; :func:`drop_repeated_joins`
+    sees to later chunks of the file.
+    """
+    rows = rows.with_columns(occupant=msg.str.extract(OCCUPANT_TO, 1))
     request = ~msg.str.contains("type='", literal=True) & pl.col("occupant").is_not_null()
-    rows = rows.with_columns(key=pl.when(request).then(pl.concat_str("session", pl.lit(" "), "occupant")))
-    first = request & pl.col("key").is_first_distinct() & ~pl.col("key").is_in(state.asked.implode())
-    rows = rows.with_columns(first=first)
-    state.asked = pl.concat([state.asked, rows.filter("first")["key"]])
-    return (
-        rows.drop("key")
-        .with_columns(
-            kind=pl.when("first").then(pl.lit("muc_join_sent")).otherwise(pl.lit("unknown")),
-            room=pl.when("first").then(pl.col("occupant").str.extract(r"^([^@]+)@", 1)),
-        )
-        .drop("occupant", "first")
+    key = pl.when(request).then(pl.concat_str("session", pl.lit(" "), "occupant"))
+    first = request & key.is_first_distinct()
+    return rows.with_columns(
+        kind=pl.when(first).then(pl.lit("muc_join_sent")).otherwise(pl.lit("unknown")),
+        room=pl.when(first).then(pl.col("occupant").str.extract(r"^([^@]+)@", 1)),
+    ).drop("occupant")
+
+
+def drop_repeated_joins(events: pl.DataFrame, state: RefineState) -> pl.DataFrame:
+    """In file order, chunk after chunk: a join to an occupant the session already asked for is an update."""
+    joins = pl.col("kind") == "muc_join_sent"
+    keys = events.filter(joins).select(
+        pl.col("seq"), pl.concat_str("session", pl.lit(" "), msg.str.extract(OCCUPANT_TO, 1)).alias("key")
+    )
+    if keys.height == 0:
+        return events
+    repeated = keys.filter(pl.col("key").is_in(state.asked.implode()))["seq"]
+    state.asked = pl.concat([state.asked, keys["key"]])
+    if repeated.len() == 0:
+        return events
+    again = pl.col("seq").is_in(repeated.implode())
+    return events.with_columns(
+        kind=pl.when(again).then(pl.lit("unknown")).otherwise(pl.col("kind")).cast(events.schema["kind"]),
+        room=pl.when(again).then(None).otherwise(pl.col("room")),
     )
 
 
@@ -230,6 +248,7 @@ def _orphan(rows: pl.DataFrame) -> pl.DataFrame:
 
 HANDLERS = {
     IQ_IN: _iq_in,
+    PRESENCE_IN: _presence_in,
     MESSAGE_OUT: _message_out,
     ERROR_OUT: _error_out,
     **{kind: _jid(pattern) for kind, pattern in JID_PATTERNS.items()},
@@ -250,12 +269,8 @@ OUTPUT = {
 }
 
 
-def refine(rows: pl.DataFrame, state: RefineState | None = None) -> pl.DataFrame:
-    """Pass 2 on the ``detail`` rows (in ``seq`` order): final kinds, JIDs, rooms, requests, error texts.
-
-    Give the same ``state`` to the successive batches of one file.
-    """
-    state = state or RefineState()
+def refine(rows: pl.DataFrame) -> pl.DataFrame:
+    """Pass 2 on the ``detail`` rows (in ``seq`` order): final kinds, JIDs, rooms, requests, error texts."""
     not_a_record = kind_col.is_in([UNPARSED, CONTINUATION])
     rows = rows.with_columns(
         # Such lines were split at tabs like the others: put the original text back together.
@@ -272,11 +287,7 @@ def refine(rows: pl.DataFrame, state: RefineState | None = None) -> pl.DataFrame
     previous_is_context = (pl.col("seq").shift(1) == pl.col("seq") - 1) & (kind_col.shift(1) == CONTEXT)
     rows = rows.with_columns(context_text=pl.when(previous_is_context).then(msg.shift(1)))
     parts = [
-        _presence_in(group, state)
-        if kind == PRESENCE_IN
-        else HANDLERS[kind](group)
-        if kind in HANDLERS
-        else group
+        HANDLERS[kind](group) if kind in HANDLERS else group
         for (kind,), group in rows.group_by("kind", maintain_order=True)
     ]
     return pl.concat(parts, how="vertical_relaxed").sort("seq").drop("context_text")
