@@ -4,6 +4,7 @@ the Dockerfile's build context is enough to install the tool."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -189,3 +190,14 @@ def test_dockerfile_copies_everything_pip_install_needs(tmp_path):
     assert (installed / "report_templates" / "report.css").is_file()
     (entry_points,) = tmp_path.glob("*.egg-info/entry_points.txt")
     assert "prosody-analyze = prosody_analyze.cli:main" in entry_points.read_text(encoding="utf-8")
+
+
+def test_cli_json_and_yaml_are_the_same_manifest_and_stderr_names_the_start():
+    args = ["swarm-job", "--shards", "4", *SWARM_ARGS, "--start-at", "2026-12-01T08:30:00Z",
+            "--name", "run-7"]
+    as_yaml = CliRunner().invoke(app, args)
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert as_yaml.exit_code == as_json.exit_code == 0
+    assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout)
+    assert json.loads(as_json.stdout)["metadata"]["name"] == "run-7"
+    assert "2026-12-01T08:30:00.000Z" in as_yaml.stderr and "job-name=run-7" in as_yaml.stderr
