@@ -69,7 +69,7 @@ def check_swarm_args(swarm_args: Sequence[str]) -> dict[str, Any]:
     args = list(swarm_args)
     if any(arg in ("--help", "-h") for arg in args):
         raise UserError("--help is not a swarm option for the job; see `prosody-analyze swarm --help`")
-    command = typer.main.get_command(app).commands["swarm"]  # type: ignore[attr-defined]
+    command = typer.main.get_command(app).commands["swarm"]
     try:
         params = command.make_context("swarm", args).params
     except typer.TyperException as error:  # an unknown option, a missing value, a non-number
@@ -79,8 +79,8 @@ def check_swarm_args(swarm_args: Sequence[str]) -> dict[str, Any]:
         if params.get(name) not in (None, False):
             raise UserError(f"remove {why}")
     counts = list(params.get("counts") or ())
-    if len(counts) > 2:
-        raise UserError("at most two numbers among the swarm options: ROOMS PARTICIPANTS")
+    if len(counts) > 2 or any(count < 1 for count in counts):
+        raise UserError("at most two whole numbers >= 1 among the swarm options: ROOMS PARTICIPANTS")
     if not params.get("domain"):
         raise UserError("the job needs --domain (the XMPP domain of the Prosody under test)")
     if not params.get("duration"):

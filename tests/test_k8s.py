@@ -125,6 +125,7 @@ def test_a_literal_dollar_paren_in_an_option_is_escaped_from_kubernetes_expansio
         ([*SWARM_ARGS, "--romos", "2"], {}, "No such option: --romos"),
         ([*SWARM_ARGS, "--rooms", "two"], {}, "Invalid value for '--rooms'"),
         ([*SWARM_ARGS, "--batch-interval", "1 minute"], {}, "not a duration"),
+        (["--domain", "d", "--duration", "1m", "2", "0"], {}, "two whole numbers >= 1"),
         (["--domain", "d", "--duration", "1m", "--rooms", "1", "--participants", "2"], {"shards": 3},
          "3 shards for 2 participants"),
         (SWARM_ARGS, {"name": "Load_Test"}, "job name"),
