@@ -236,7 +236,7 @@ def ingest(
                     reasons = "; ".join(f"{f.path}: {', '.join(f.notes) or f.format}" for f in summaries[:5])
                     raise UserError(f"no log file could be ingested ({reasons})")
                 bar.step(f"writing {EVENTS_FILE}")
-                pl.concat(run.parts).sink_parquet(out_dir / EVENTS_FILE, compression="lz4")
+                pl.concat(run.parts).sink_parquet(out_dir / EVENTS_FILE, compression="snappy")
                 bar.step(f"writing {SESSIONS_FILE}")
                 for pending in run.pending:
                     pending.finish()
