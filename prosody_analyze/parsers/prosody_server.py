@@ -3,11 +3,12 @@
 Shared by the file format and the console (``kubectl logs``) format, which differ only in how
 time, source and level are laid out. It works in two passes so that gigabytes stream through:
 
-1. :func:`coarse_kind` runs on every line inside the streaming scan, with cheap literal
-   prefix tests only. Lines that need more (a JID to pull out, a stanza to look into, the
-   line above an error, a traceback to fold) get a provisional kind and ``detail = true``.
-2. :func:`refine` runs on those few rows only, in memory, with regular expressions and
-   windows over sessions, and gives them their final kind and fields.
+1. :func:`coarse_kind` runs on every line of a chunk, with a prefix lookup and literal tests
+   only. Lines that need more (a JID to pull out, a stanza to look into, the line above an
+   error, a traceback to fold) get a provisional kind and ``detail = true``.
+2. :func:`refine` runs on those few rows only, with regular expressions and windows, and gives
+   them their final kind and fields; :func:`drop_repeated_joins` then carries what one chunk
+   knows about joins to the next.
 """
 
 from __future__ import annotations
