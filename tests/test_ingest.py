@@ -195,3 +195,31 @@ def test_cli_bad_input_is_one_line_no_traceback(tmp_path, setup):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("prosody-analyze: error: ")
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_chunks_are_whole_lines_and_cover_the_file(tmp_path):
+    from prosody_analyze.parsers.source import ReadNotes, iter_byte_chunks
+
+    data = (
+        b"".join(b"line %d %s\n" % (i, b"x" * (i % 50)) for i in range(2000)) + b"y" * 5000 + b"\nno newline"
+    )
+    path = tmp_path / "f.log"
+    path.write_bytes(data)
+    chunks = list(iter_byte_chunks(path, ReadNotes(), chunk_bytes=1000))
+    assert b"".join(chunks) == data
+    assert all(chunk.endswith(b"\n") for chunk in chunks[:-1]) and len(chunks) > 50
+
+
+def test_small_chunks_give_the_same_tables(tmp_path, fixtures, monkeypatch):
+    """Chunk boundaries (line numbers, joins already asked for, figures) do not change the result."""
+    import prosody_analyze.parsers as parsers
+
+    log = fixtures / "local-prosody" / "prosody_small_debug.log"
+    whole = ingest([log], tmp_path / "whole", year=2026)
+    monkeypatch.setattr(parsers, "CHUNK_BYTES", 2000)
+    chunked = ingest([log], tmp_path / "chunked", year=2026)
+    assert chunked.files[0].lines == whole.files[0].lines and chunked.events == whole.events
+    events = [pl.read_parquet(tmp_path / name / "events.parquet") for name in ("whole", "chunked")]
+    assert events[1].equals(events[0])
+    sessions = [pl.read_parquet(tmp_path / name / "sessions.parquet") for name in ("whole", "chunked")]
+    assert sessions[1].equals(sessions[0])

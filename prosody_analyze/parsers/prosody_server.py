@@ -291,4 +291,5 @@ def refine(rows: pl.DataFrame) -> pl.DataFrame:
         HANDLERS[kind](group) if kind in HANDLERS else group
         for (kind,), group in rows.group_by("kind", maintain_order=True)
     ]
-    return pl.concat(parts, how="vertical_relaxed").sort("seq").drop("context_text")
+    refined = pl.concat(parts, how="vertical_relaxed").sort("seq") if parts else rows
+    return refined.drop("context_text")

@@ -47,12 +47,12 @@ def is_gzip(path: Path) -> bool:
         return handle.read(2) == GZIP_MAGIC
 
 
-def iter_bytes(path: Path, notes: ReadNotes) -> Iterator[bytes]:
+def iter_bytes(path: Path, notes: ReadNotes, read_size: int = RAW_READ) -> Iterator[bytes]:
     """Yield the file's (decompressed) bytes; a truncated or corrupt gzip yields what it could."""
     gz = is_gzip(path)
     with open(path, "rb") as handle:
         if not gz:
-            while block := handle.read(RAW_READ):
+            while block := handle.read(read_size):
                 yield block
             return
         decoder = zlib.decompressobj(wbits=31)
@@ -94,19 +94,26 @@ def read_sample(path: Path, limit: int = SAMPLE_BYTES) -> bytes:
 
 
 def iter_byte_chunks(path: Path, notes: ReadNotes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Chunks of whole lines (each ends at a newline, except maybe the last)."""
-    pending = b""
-    for block in iter_bytes(path, notes):
-        pending += block
-        if len(pending) < chunk_bytes:
+    """Chunks of about ``chunk_bytes`` of whole lines (each ends at a newline, except maybe the last).
+
+    Blocks are gathered and joined once per chunk: growing one bytes object would copy it over and over.
+    """
+    blocks: list[bytes] = []
+    size = 0
+    for block in iter_bytes(path, notes, read_size=chunk_bytes):
+        blocks.append(block)
+        size += len(block)
+        if size < chunk_bytes:
             continue
-        cut = pending.rfind(b"\n")
-        if cut < 0:  # one huge line so far: keep reading until it ends
+        data = b"".join(blocks)
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:  # one huge line so far: keep reading until it ends
+            blocks, size = [data], len(data)
             continue
-        yield pending[: cut + 1]
-        pending = pending[cut + 1 :]
-    if pending:
-        yield pending
+        yield data[:cut]
+        blocks, size = ([data[cut:]], len(data) - cut) if cut < len(data) else ([], 0)
+    if size:
+        yield b"".join(blocks)
 
 
 def lines_frame(chunk: bytes, first_seq: int, notes: ReadNotes) -> pl.DataFrame:
