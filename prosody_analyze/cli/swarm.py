@@ -196,6 +196,11 @@ def swarm(
     console = Console(stderr=to_stdout)
     if as_json:
         console.print_json(json.dumps(summary.to_dict()))
+    elif to_stdout:
+        # kubectl logs mixes stderr into the capture: one line there, the full summary is in
+        # the capture's final manifest line.
+        print(f"swarm: {summary.joined}/{summary.target} joined, {summary.failed} failed, "
+              f"{summary.dropped} dropped, shard {summary.shard or '-'}", file=sys.stderr)
     else:
         print_summary(console, summary)
     if summary.error:
