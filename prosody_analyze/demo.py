@@ -26,13 +26,15 @@ from .capture import EVENTS_JSONL, MANIFEST_FILE, METRICS_CSV, PROSODY_LOG
 from .errors import UserError
 from .local_prosody import LocalProsody
 from .proxy import NginxProxy
-from .sampler import ServerSampler
+from .sampler import RSS_METRIC, ServerSampler
 
 DEMO_JSON = "demo.json"
 # What `ingest` reads from the capture; Prosody's sandbox (config, data) sits beside them.
 CAPTURE_FILES = (MANIFEST_FILE, EVENTS_JSONL, METRICS_CSV, PROSODY_LOG)
 DOMAIN = "localhost"
 MUC = f"conference.{DOMAIN}"
+SAMPLE_INTERVAL_S = 1.0
+MAX_SETTLE_S = 10.0
 
 
 @dataclass
@@ -43,7 +45,8 @@ class DemoPlan:
     rooms: int = 2
     participants: int = 50  # per room
     batch_interval_s: float = 60.0
-    baseline_s: float = 10.0  # Prosody idle before the first batch: the model's zero point
+    baseline_s: float | None = None  # Prosody idle before the first batch, the zero point (default:
+    # the fit's settling time plus a few samples)
     hold_s: float = 60.0  # after the last join, so the last batch has a plateau too
     retries: int = 2  # like the study's clients kept alive by pm2, a refused join is retried
     proxy_threshold: int = 250  # client connections on nginx past which upgrades may fail
@@ -57,7 +60,6 @@ class DemoPlan:
                 rooms=2,
                 participants=10,
                 batch_interval_s=10.0,
-                baseline_s=4.0,
                 hold_s=8.0,
                 proxy_threshold=30,
             )
@@ -69,9 +71,16 @@ class DemoPlan:
                 setattr(plan, name, value)
         if min(plan.batches, plan.rooms, plan.participants) < 1:
             raise UserError("batches, rooms and participants must be at least 1")
-        if plan.batch_interval_s <= 0 or plan.hold_s < 0 or plan.baseline_s < 0:
+        if plan.batch_interval_s <= 0 or plan.hold_s < 0 or (plan.baseline_s or 0) < 0:
             raise UserError("batch interval must be positive, baseline and hold not negative")
+        if plan.baseline_s is None:
+            plan.baseline_s = plan.settle_s + 4 * SAMPLE_INTERVAL_S
         return plan
+
+    @property
+    def settle_s(self) -> float:
+        """Time after a batch before its RAM counts as a plateau: joins and retries are over by then."""
+        return min(MAX_SETTLE_S, self.batch_interval_s / 3)
 
     @property
     def total(self) -> int:
@@ -131,7 +140,12 @@ def run_capture(plan: DemoPlan, out_dir: Path, via_proxy: bool, progress: bool, 
             )
             service = proxy.websocket_url
         sampler = stack.enter_context(
-            ServerSampler(capture / METRICS_CSV, pid=prosody.pid, metrics_url=prosody.metrics_url)
+            ServerSampler(
+                capture / METRICS_CSV,
+                pid=prosody.pid,
+                metrics_url=prosody.metrics_url,
+                interval_s=SAMPLE_INTERVAL_S,
+            )
         )
         time.sleep(plan.baseline_s)
         config = SwarmConfig(
@@ -186,7 +200,7 @@ def run_demo(
     ingest(
         [capture / name for name in CAPTURE_FILES if (capture / name).exists()], analysis, progress=progress
     )
-    analyse(analysis, result)
+    analyse(analysis, plan, result)
     title = f"prosody-analyze demo: {plan.batches} × {plan.rooms * plan.participants} participants"
     write_report(analysis, report_path, title=title + (" via nginx" if via_proxy else ""))
     result.ended_at = _utc_now()
@@ -210,6 +224,21 @@ def count_http_500(analysis: Path) -> int:
     )
 
 
-def analyse(analysis: Path, result: DemoResult) -> None:
+def analyse(analysis: Path, plan: DemoPlan, result: DemoResult) -> None:
     """The analysis commands on the ingested capture, leaving their files for the report."""
+    from .fit import fit_resource
+
     result.http_500 = count_http_500(analysis)
+    try:
+        fitted = fit_resource(analysis, metric=RSS_METRIC, settle_s=plan.settle_s)
+    except UserError as error:  # too few plateaus (e.g. every join refused): the report says so
+        result.fit = {"error": str(error)}
+    else:
+        fitted_ci = fitted.to_dict()["slope_ci95"]  # null where the interval is not finite
+        result.fit = {
+            "kib_per_participant": fitted.slope * 1024,
+            "base_mib": fitted.intercept,
+            "r2": fitted.r2,
+            "points": fitted.n,
+            "slope_ci95_kib": [None if bound is None else bound * 1024 for bound in fitted_ci],
+        }

@@ -20,14 +20,16 @@ def _lines(result: DemoResult) -> list[str]:
         f"swarm: {swarm.get('joined', 0)}/{swarm.get('target', 0)} joined, {swarm.get('failed', 0)} failed, "
         f"{swarm.get('retries', 0)} retries, HTTP 500 seen {result.http_500} time(s)",
     ]
-    fit = result.fit
-    if fit:
+    fit = result.fit or {}
+    if "kib_per_participant" in fit:
+        bounds = fit.get("slope_ci95_kib") or []
+        ci = f" (95 % CI {bounds[0]:.1f}–{bounds[1]:.1f})" if None not in bounds and len(bounds) == 2 else ""
         lines.append(
-            f"RAM ≈ {fit['kib_per_participant']:.1f} KiB per participant × participants + "
-            f"{fit['base_mib']:.1f} MiB (from {fit['points']} plateaus)"
+            f"RAM ≈ {fit['kib_per_participant']:.1f} KiB per participant{ci} "
+            f"+ {fit['base_mib']:.1f} MiB base, from {fit['points']} plateaus"
         )
     else:
-        lines.append("RAM model: not enough plateaus to fit")
+        lines.append(f"RAM model: not fitted ({fit.get('error', 'no plateaus')})")
     for burst in result.bursts[:3]:
         lines.append(f"burst: {burst.get('summary', burst)}")
     lines.append(f"capture: {result.capture_dir}")
