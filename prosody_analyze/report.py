@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ import polars as pl
 
 from . import __version__
 from .errors import UserError
+from .load import LOAD_SCHEMA, load_at, load_over_time, load_sessions
 from .redact import Redactor
 from .schema import (
     EVENT_KINDS,
@@ -120,7 +122,8 @@ class Report:
     latency_over_time: pl.DataFrame | None
     metrics: list[MetricSeries]
     scatter: dict[str, Any] | None  # metric vs participants, with the fit where there is one
-    fit: dict[str, Any] | None
+    fit: dict[str, Any] | None  # fit.json's shape (see prosody_analyze.fit)
+    fit_source: str
     error_timeline: pl.DataFrame | None
     error_bin_seconds: float
     error_counts: list[dict[str, Any]]
@@ -191,46 +194,9 @@ def _checked_table(path: Path, schema: dict[str, pl.DataType]) -> Path:
 # --- participants ---------------------------------------------------------------------------------
 
 
-def _session_end() -> pl.Expr:
-    return pl.coalesce("left_ts", pl.when(pl.col("outcome") == "failed").then(pl.col("last_ts")))
-
-
-def concurrency(sessions: pl.DataFrame) -> pl.DataFrame:
-    """Participants connected and joined at every change, at full resolution (``ts, connected, joined``)."""
-    end = _session_end()
-    # A client log may skip the early stages (JXS logs only `joined`): reaching any stage means connected.
-    connected = pl.coalesce("connected_ts", "authenticated_ts", "bound_ts", "joined_ts")
-    steps = pl.concat(
-        [
-            sessions.select(ts=connected, connected=pl.lit(1), joined=pl.lit(0)),
-            sessions.filter(connected.is_not_null()).select(ts=end, connected=pl.lit(-1), joined=pl.lit(0)),
-            sessions.select(ts=pl.col("joined_ts"), connected=pl.lit(0), joined=pl.lit(1)),
-            sessions.filter(pl.col("joined_ts").is_not_null()).select(
-                ts=end, connected=pl.lit(0), joined=pl.lit(-1)
-            ),
-        ]
-    )
-    return (
-        steps.drop_nulls("ts")
-        .group_by("ts")
-        .agg(pl.col("connected").sum(), pl.col("joined").sum())
-        .sort("ts")
-        .select("ts", pl.col("connected").cum_sum(), pl.col("joined").cum_sum())
-    )
-
-
 def _bin_curve(curve: pl.DataFrame, every: str) -> pl.DataFrame:
     """The curve's peak in each bin, so downsampling never hides a maximum."""
     return curve.group_by_dynamic("ts", every=every).agg(pl.col("connected").max(), pl.col("joined").max())
-
-
-def _origin_for_load(sessions: pl.DataFrame) -> str | None:
-    """The load curve comes from the clients when they logged times (they know who joined), else server."""
-    timed = sessions.filter(pl.col("connected_ts").is_not_null() | pl.col("joined_ts").is_not_null())
-    for origin in ("client", "server"):
-        if timed.filter(pl.col("origin") == origin).height:
-            return origin
-    return None
 
 
 # --- latency --------------------------------------------------------------------------------------
@@ -340,16 +306,18 @@ def metric_series(metrics: pl.DataFrame) -> list[MetricSeries]:
     return series
 
 
-def _scatter(metrics: list[MetricSeries], curve: pl.DataFrame, raw: pl.DataFrame) -> dict[str, Any] | None:
-    """Each RAM sample against the participants joined at that time (the x of the fit)."""
+def _scatter(
+    metrics: list[MetricSeries], curve: pl.DataFrame, raw: pl.DataFrame, fit: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Each sample of the fitted metric (else the largest RAM series) against the participants joined
+    at that time: the raw cloud the fit's plateau points summarise."""
     ram = [s for s in metrics if s.group == "RAM"]
+    fitted = [s for s in ram if fit and s.metric == fit.get("metric")]
     if not ram or curve.height == 0:
         return None
-    chosen = max(ram, key=lambda s: s.peak)
+    chosen = max(fitted or ram, key=lambda s: s.peak)
     samples = raw.filter((pl.col("metric") == chosen.metric) & (pl.col("labels") == chosen.labels)).sort("ts")
-    joined = samples.join_asof(curve.select("ts", "joined"), on="ts", strategy="backward").drop_nulls(
-        "joined"
-    )
+    joined = load_at(curve, samples)
     if joined.height == 0:
         return None
     if joined.height > MAX_PLOT_POINTS * 2:
@@ -409,12 +377,43 @@ def burst_window(burst: dict[str, Any]) -> tuple[datetime | None, datetime | Non
 # --- fit ------------------------------------------------------------------------------------------
 
 
-def _capacity_at(fit: dict[str, Any], limit: float) -> float | None:
-    """Participants where the fitted line reaches ``limit`` (same unit as the fit's y)."""
-    slope, intercept = fit.get("slope"), fit.get("intercept")
-    if not isinstance(slope, int | float) or not isinstance(intercept, int | float) or slope <= 0:
-        return None
-    return (limit - intercept) / slope
+def _fit(analysis_dir: Path, metrics: pl.DataFrame | None, limit: float | None) -> tuple[dict | None, str]:
+    """The RAM model and where it came from.
+
+    ``fit.json`` when ``prosody-analyze fit`` has run (refitted from its points by the fit module
+    when ``--limit`` asks for a capacity it lacks); otherwise the fit module's default fit of this
+    directory's metrics against its sessions, written nowhere. ``limit`` is in base units (bytes).
+    """
+    from .fit import fit_linear, fit_resource
+
+    path = analysis_dir / FIT_FILE
+    if path.is_file():
+        fit = _read_json(path)
+        if not isinstance(fit, dict):
+            raise UserError(f"{path} is not a fit result (run `prosody-analyze fit` again)")
+        points = fit.get("points") or []
+        if limit is not None and not fit.get("capacity") and len(points) >= 3:
+            factor = 1 / 2**20 if fit.get("unit") == "MiB" else 1.0
+            refit = fit_linear(
+                [p["participants"] for p in points],
+                [p["value"] for p in points],
+                unit=fit.get("unit", ""),
+                limit=limit * factor,
+                metric=fit.get("metric", "value"),
+            )
+            fit["capacity"] = refit.to_dict()["capacity"]
+        return fit, f"{FIT_FILE} (prosody-analyze fit)"
+    if metrics is None:
+        return (
+            None,
+            f"no {FIT_FILE} and no metrics to fit: ingest a metrics export, then `prosody-analyze fit`",
+        )
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            fit = fit_resource(metrics, load_dir=analysis_dir, limit=limit, out_dir=scratch).to_dict()
+    except UserError as error:
+        return None, f"no {FIT_FILE}, and the default fit failed: {error}"
+    return fit, f"computed for this report with the defaults of `prosody-analyze fit` (no {FIT_FILE})"
 
 
 # --- summary --------------------------------------------------------------------------------------
@@ -515,15 +514,14 @@ def build_report(
 
     redactor = _redactor(redact, sessions, events, captures)
 
-    origin = _origin_for_load(sessions)
+    # The load side is the one the load module counts (clients when present); both sides are drawn.
+    load_side = load_sessions(sessions)
+    origin = str(load_side["origin"][0]) if load_side.height else None
     participants: dict[str, pl.DataFrame] = {}
-    load_curve = pl.DataFrame(
-        schema={"ts": pl.Datetime("us", "UTC"), "connected": pl.Int64, "joined": pl.Int64}
-    )
+    load_curve = pl.DataFrame(schema=LOAD_SCHEMA)
     peaks: dict[str, dict[str, int]] = {}
     for name in ("client", "server"):
-        part = sessions.filter(pl.col("origin") == name)
-        curve = concurrency(part)
+        curve = load_over_time(sessions.filter(pl.col("origin") == name)).drop_nulls("ts")
         if curve.height == 0:
             continue
         peaks[name] = {"connected": int(curve["connected"].max()), "joined": int(curve["joined"].max())}
@@ -564,17 +562,12 @@ def build_report(
     elif not series:
         notes["metrics"] = "no RAM, CPU or bandwidth metric among the ingested metrics"
 
-    fit = _read_json(analysis_dir / FIT_FILE) if (analysis_dir / FIT_FILE).is_file() else None
-    if isinstance(fit, dict):
-        fit = redactor.value(fit)
-        if limit_value is not None and fit.get("capacity") is None:
-            unit_factor = 1 / 2**20 if str(fit.get("unit", "MiB")).lower() == "mib" else 1.0
-            fit["limit"] = limit_value * unit_factor
-            fit["capacity"] = _capacity_at(fit, limit_value * unit_factor)
+    fit, fit_source = _fit(analysis_dir, raw_metrics, limit_value)
+    if fit is None:
+        notes["fit"] = fit_source
     else:
-        fit = None
-        notes["fit"] = f"no {FIT_FILE}: run `prosody-analyze fit {analysis_dir}` to add the fitted line"
-    scatter = _scatter(series, load_curve, raw_metrics) if raw_metrics is not None else None
+        fit = redactor.value(fit)
+    scatter = _scatter(series, load_curve, raw_metrics, fit) if raw_metrics is not None else None
     if scatter is None:
         notes["scatter"] = "needs a RAM metric and timed participants"
 
@@ -641,6 +634,7 @@ def build_report(
         metrics=series,
         scatter=scatter,
         fit=fit,
+        fit_source=fit_source,
         error_timeline=timeline,
         error_bin_seconds=int(error_every.removesuffix("us")) / 1e6,
         error_counts=[{**c, "first": _iso(c["first"]), "last": _iso(c["last"])} for c in error_counts],

@@ -229,35 +229,28 @@ def metric_figures(report: Report) -> list[tuple[str, go.Figure]]:
     return figures
 
 
-def _fit_line(fit: dict[str, Any], xs: list[float]) -> tuple[list[float], list[float]] | None:
-    line = fit.get("line")
-    if isinstance(line, dict) and isinstance(line.get("participants"), list):
-        return line["participants"], line.get("values") or line.get("y") or []
-    slope, intercept = fit.get("slope"), fit.get("intercept")
-    if isinstance(slope, int | float) and isinstance(intercept, int | float) and xs:
-        top = max(max(xs), fit.get("capacity") or 0)
-        return [0, top], [intercept, intercept + slope * top]
-    return None
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def scatter_figure(report: Report) -> go.Figure | None:
+    """Raw samples, the fit's plateau points and outliers, its line and band, breakpoint and capacity."""
     scatter, fit = report.scatter, report.fit or {}
     if scatter is None and not fit:
         return None
     fig = go.Figure()
-    xs = scatter["participants"] if scatter else []
     if scatter:
         fig.add_trace(
             go.Scatter(
-                x=xs,
+                x=scatter["participants"],
                 y=scatter["values"],
                 mode="markers",
-                name=plot_text(scatter["metric"]),
-                marker={"size": 5, "color": "rgba(37,99,235,0.45)"},
+                name=plot_text(f"samples: {scatter['metric']}"),
+                marker={"size": 4, "color": "rgba(37,99,235,0.30)"},
             )
         )
-    band = fit.get("band")
-    if isinstance(band, dict) and all(isinstance(band.get(k), list) for k in ("participants", "low", "high")):
+    band = fit.get("band") or {}
+    if all(isinstance(band.get(k), list) for k in ("participants", "low", "high")):
         fig.add_trace(
             go.Scatter(
                 x=band["participants"] + band["participants"][::-1],
@@ -270,33 +263,91 @@ def scatter_figure(report: Report) -> go.Figure | None:
                 hoverinfo="skip",
             )
         )
-    line = _fit_line(fit, xs)
-    if line:
+    line = fit.get("line") or {}
+    if isinstance(line.get("participants"), list):
         fig.add_trace(
             go.Scatter(
-                x=line[0], y=line[1], mode="lines", name="fitted line", line={"color": "#dc2626", "width": 2}
+                x=line["participants"],
+                y=line["values"],
+                mode="lines",
+                name="fitted line (OLS)",
+                line={"color": "#dc2626", "width": 2},
             )
         )
-    if isinstance(fit.get("breakpoint"), int | float):
+    slope, intercept = _number(fit.get("slope")), _number(fit.get("intercept"))
+    capacity = fit.get("capacity") or {}
+    reach = _number(capacity.get("participants"))
+    if slope is not None and intercept is not None and reach is not None and line.get("participants"):
+        start = max(line["participants"])
+        fig.add_trace(
+            go.Scatter(
+                x=[start, reach],
+                y=[intercept + slope * start, intercept + slope * reach],
+                mode="lines",
+                name="extrapolated",
+                line={"color": "#dc2626", "width": 1.5, "dash": "dash"},
+            )
+        )
+    robust = fit.get("robust") or {}
+    if _number(robust.get("slope")) is not None and line.get("participants"):
+        xs = [min(line["participants"]), max(line["participants"])]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[robust["intercept"] + robust["slope"] * x for x in xs],
+                mode="lines",
+                name="Theil–Sen (robust)",
+                line={"color": "#475569", "width": 1, "dash": "dot"},
+            )
+        )
+    points = fit.get("points") or []
+    if points:
+        fig.add_trace(
+            go.Scatter(
+                x=[p["participants"] for p in points],
+                y=[p["value"] for p in points],
+                mode="markers",
+                name="plateaus (fitted points)",
+                marker={"size": 9, "color": "#1d4ed8", "line": {"width": 1, "color": "#fff"}},
+            )
+        )
+    outliers = fit.get("outliers") or []
+    if outliers:
+        fig.add_trace(
+            go.Scatter(
+                x=[o["participants"] for o in outliers],
+                y=[o["value"] for o in outliers],
+                mode="markers",
+                name="outliers",
+                marker={"size": 12, "symbol": "x", "color": "#dc2626"},
+            )
+        )
+    breakpoint = fit.get("breakpoint") or {}
+    if _number(breakpoint.get("participants")) is not None:
         fig.add_vline(
-            x=fit["breakpoint"],
+            x=breakpoint["participants"],
             line={"color": "#f59e0b", "dash": "dash"},
-            annotation_text=f"breakpoint ≈ {fit['breakpoint']:,.0f}",
+            annotation_text=f"breakpoint ≈ {breakpoint['participants']:,.0f}",
         )
-    if isinstance(fit.get("limit"), int | float):
+    limit = _number(capacity.get("limit"))
+    if limit is not None:
         fig.add_hline(
-            y=fit["limit"],
+            y=limit,
             line={"color": "#7c2d12", "dash": "dot"},
-            annotation_text=f"limit {fit['limit']:,.0f}",
             annotation_position="bottom left",
+            annotation_text=f"limit {limit:,.0f} {plot_text(fit.get('unit', ''))}",
         )
-    if isinstance(fit.get("capacity"), int | float):
+    low, high = _number(capacity.get("low")), _number(capacity.get("high"))
+    if low is not None and high is not None:
+        fig.add_vrect(x0=low, x1=high, fillcolor="rgba(124,45,18,0.08)", line_width=0)
+    if reach is not None:
         fig.add_vline(
-            x=fit["capacity"],
+            x=reach,
             line={"color": "#7c2d12", "dash": "dot"},
-            annotation_text=f"capacity ≈ {fit['capacity']:,.0f} participants",
+            annotation_text=f"capacity ≈ {reach:,.0f} participants",
+            annotation_position="bottom right",
         )
-    unit = (scatter or {}).get("unit") or fit.get("unit") or ""
+    unit = fit.get("unit") or (scatter or {}).get("unit") or ""
     return _layout(
         fig,
         "Memory vs participants joined",
@@ -515,12 +566,65 @@ def _metrics_html(report: Report, figures: _Figures) -> str:
     return summary + "".join(figures.div(fig) for _, fig in metric_figures(report))
 
 
+def _fit_facts(fit: dict[str, Any], source: str) -> list[tuple[str, str]]:
+    """The model in sentences a reviewer can quote, from fit.json's fields."""
+    unit = fit.get("unit") or ""
+    rows = [("model", f"{fit.get('metric', '?')} = slope × participants + intercept"), ("from", source)]
+    slope, ci = _number(fit.get("slope")), fit.get("slope_ci95") or [None, None]
+    if slope is not None:
+        interval = f" (95 % CI {ci[0]:.4g} – {ci[1]:.4g})" if None not in ci else ""
+        rows.append(("slope", f"{slope:.4g} {unit} per participant{interval}"))
+    intercept, ci = _number(fit.get("intercept")), fit.get("intercept_ci95") or [None, None]
+    if intercept is not None:
+        interval = f" (95 % CI {ci[0]:.4g} – {ci[1]:.4g})" if None not in ci else ""
+        rows.append(("intercept", f"{intercept:.4g} {unit}{interval}"))
+    if _number(fit.get("r2")) is not None:
+        rows.append(("R²", f"{fit['r2']:.4f} over {fit.get('n', '?')} plateau point(s)"))
+    robust = fit.get("robust") or {}
+    if _number(robust.get("slope")) is not None:
+        rows.append(("robust slope", f"{robust['slope']:.4g} {unit} per participant (Theil–Sen)"))
+    rows.append(("outliers", f"{len(fit.get('outliers') or [])}"))
+    breakpoint = fit.get("breakpoint")
+    if isinstance(breakpoint, dict) and _number(breakpoint.get("participants")) is not None:
+        slopes = breakpoint.get("slopes") or []
+        change = (
+            f"; slope {slopes[0]:.4g} → {slopes[1]:.4g} {unit} per participant" if len(slopes) == 2 else ""
+        )
+        rows.append(
+            (
+                "breakpoint",
+                f"at {breakpoint['participants']:,.0f} participants "
+                f"({breakpoint.get('kind', '?')}){change}: do not extrapolate past it",
+            )
+        )
+    else:
+        rows.append(("breakpoint", "none: a straight line explains the points best (BIC)"))
+    capacity = fit.get("capacity")
+    if isinstance(capacity, dict) and _number(capacity.get("participants")) is not None:
+        low, high = _number(capacity.get("low")), _number(capacity.get("high"))
+        interval = (
+            f" (95 % prediction {low:,.0f} – {high:,.0f})" if low is not None and high is not None else ""
+        )
+        rows.append(
+            (
+                "capacity",
+                f"{capacity['participants']:,.0f} participants at the limit "
+                f"{capacity.get('limit', 0):,.0f} {unit}{interval}",
+            )
+        )
+    else:
+        rows.append(("capacity", "no limit given (--limit 15000Mi)"))
+    return rows
+
+
 def _fit_html(report: Report, figures: _Figures) -> str:
-    fit = report.fit or {}
-    shown = {k: v for k, v in fit.items() if not isinstance(v, list | dict)}
-    facts = "".join(f"<tr><th>{cell(k)}</th><td>{cell(v)}</td></tr>" for k, v in shown.items())
-    fit_table = f'<table class="facts">{facts}</table>' if facts else ""
-    return _note(report, "fit", "scatter") + fit_table + figures.div(scatter_figure(report))
+    notes = _note(report, "fit", "scatter")
+    if not report.fit:
+        return notes + figures.div(scatter_figure(report))
+    facts = "".join(
+        f"<tr><th>{cell(k)}</th><td>{cell(v)}</td></tr>" for k, v in _fit_facts(report.fit, report.fit_source)
+    )
+    return notes + f'<table class="facts">{facts}</table>' + figures.div(scatter_figure(report))
 
 
 def _signatures(burst: dict[str, Any]) -> str:
@@ -755,10 +859,10 @@ def render_markdown(report: Report) -> str:
         ]
     if report.fit:
         out += [
-            "### Fit",
+            "### Memory vs participants",
             md_table(
-                [{"key": k, "value": v} for k, v in report.fit.items() if not isinstance(v, list | dict)],
-                [("key", "key"), ("value", "value")],
+                [{"key": k, "value": v} for k, v in _fit_facts(report.fit, report.fit_source)],
+                [("key", "what"), ("value", "value")],
             ),
         ]
     out += [

@@ -107,7 +107,7 @@ def _events() -> pl.DataFrame:
 def _metrics() -> pl.DataFrame:
     samples = []
     for second in range(0, 420, 5):
-        joined = min(second // 60 + 1, BATCHES) * PER_BATCH if second < 400 else 0
+        joined = (10, 20, 28)[min(second // 60, BATCHES - 1)] if second < 400 else 0  # 2 fail in batch 3
         ts = START + timedelta(seconds=second)
         samples += [
             {
@@ -177,14 +177,22 @@ def build_analysis(directory: Path, fit: bool = True, bursts: bool = True) -> Pa
     if fit:
         (directory / "fit.json").write_text(
             json.dumps(
-                {
+                {  # the shape prosody_analyze.fit documents, for plateaus at 10, 20 and 28 joined
                     "metric": "process_resident_memory_bytes",
                     "unit": "MiB",
+                    "n": 3,
                     "slope": 2.0,
                     "intercept": 40.0,
+                    "slope_ci95": [1.9, 2.1],
+                    "intercept_ci95": [38.0, 42.0],
                     "r2": 0.99,
-                    "breakpoint": 20,
-                    "band": {"participants": [0, 30], "low": [38, 98], "high": [42, 102]},
+                    "points": [{"participants": p, "value": 40 + 2 * p} for p in (10, 20, 28)],
+                    "robust": {"method": "theil-sen", "slope": 2.0, "intercept": 40.0},
+                    "outliers": [],
+                    "breakpoint": {"participants": 20, "kind": "bend", "slopes": [2.0, 2.5]},
+                    "capacity": None,
+                    "line": {"participants": [0, 28], "values": [40, 96]},
+                    "band": {"participants": [0, 28], "low": [38, 94], "high": [42, 98]},
                 }
             )
         )
@@ -234,7 +242,9 @@ def test_numbers_come_from_all_sessions(analysis: Path) -> None:
     assert cpu.unit == "cores" and cpu.peak == pytest.approx(0.25)
     bandwidth = next(s for s in report.metrics if s.group == "bandwidth")
     assert bandwidth.unit == "kB/s" and bandwidth.peak == pytest.approx(4.0)
-    assert report.fit["capacity"] == pytest.approx(80.0)  # (200 MiB - 40) / 2 MiB per participant
+    # fit.json had no capacity: the fit module refits its points for --limit: (200 MiB - 40) / 2 MiB.
+    assert report.fit["capacity"]["participants"] == pytest.approx(80.0)
+    assert report.fit["capacity"]["limit"] == pytest.approx(200.0)
 
 
 def test_html_has_every_section_and_no_network(analysis: Path, tmp_path: Path) -> None:
@@ -290,13 +300,19 @@ def test_redact_replaces_names_everywhere(analysis: Path, tmp_path: Path) -> Non
     assert len(set(failed_jids)) == 2
 
 
-def test_missing_analysis_outputs_are_noted_not_invented(tmp_path: Path) -> None:
+def test_missing_analysis_outputs_are_computed_or_noted(tmp_path: Path) -> None:
     analysis = build_analysis(tmp_path / "a", fit=False, bursts=False)
     report = build_report(analysis)
-    assert report.fit is None and report.bursts is None
-    assert "prosody-analyze fit" in report.notes["fit"] and "prosody-analyze bursts" in report.notes["bursts"]
+    assert report.bursts is None and "prosody-analyze bursts" in report.notes["bursts"]
+    # Without fit.json the fit module fits the plateaus itself (10, 20, 28 joined: 2 MiB each) ...
+    assert "computed for this report" in report.fit_source
+    assert report.fit["slope"] == pytest.approx(2.0, rel=0.05) and report.fit["n"] >= 3
+    assert not (analysis / "fit.json").exists(), "the report writes nothing into the analysis directory"
     page = Path(write_report(analysis, tmp_path / "r.html").path).read_text()
-    assert "prosody-analyze bursts" in page and "Memory vs participants" in page
+    assert "prosody-analyze bursts" in page and "computed for this report" in page
+    # ... and says so when there are no metrics to fit.
+    (analysis / "metrics.parquet").unlink()
+    assert "prosody-analyze fit" in build_report(analysis).notes["fit"]
 
 
 def test_plots_are_binned_but_numbers_are_not(tmp_path: Path) -> None:
