@@ -35,6 +35,9 @@ DOMAIN = "localhost"
 MUC = f"conference.{DOMAIN}"
 SAMPLE_INTERVAL_S = 1.0
 MAX_SETTLE_S = 10.0
+MAX_BURST_BIN_S = 10.0
+BURST_SUMMARY_KEYS = ("start", "end", "count", "peak_rate_per_s", "kinds", "http_statuses",
+                      "participants_connected_at_start", "signatures")
 
 
 @dataclass
@@ -76,6 +79,11 @@ class DemoPlan:
         if plan.baseline_s is None:
             plan.baseline_s = plan.settle_s + 4 * SAMPLE_INTERVAL_S
         return plan
+
+    @property
+    def burst_bin_s(self) -> float:
+        """Error-count bins: a few per batch, so one batch's refusals stand out from quiet bins."""
+        return min(MAX_BURST_BIN_S, self.batch_interval_s / 5)
 
     @property
     def settle_s(self) -> float:
@@ -126,7 +134,10 @@ def run_capture(plan: DemoPlan, out_dir: Path, via_proxy: bool, progress: bool, 
 
     capture = Path(result.capture_dir)
     with contextlib.ExitStack() as stack:
-        prosody = stack.enter_context(LocalProsody(capture, domain=DOMAIN, muc=MUC))
+        # A Jitsi deployment has Jicofo answering conference requests: the local one says "ready" too.
+        prosody = stack.enter_context(
+            LocalProsody(capture, domain=DOMAIN, muc=MUC, answer_conference_requests=True)
+        )
         result.prosody_start_seconds = round(prosody.start_seconds, 3)
         service = prosody.websocket_url
         if via_proxy:
@@ -226,9 +237,14 @@ def count_http_500(analysis: Path) -> int:
 
 def analyse(analysis: Path, plan: DemoPlan, result: DemoResult) -> None:
     """The analysis commands on the ingested capture, leaving their files for the report."""
+    from .bursts import find_bursts
     from .fit import fit_resource
 
     result.http_500 = count_http_500(analysis)
+    found = find_bursts(analysis, bin=plan.burst_bin_s).to_dict()
+    result.bursts = [
+        {key: burst.get(key) for key in BURST_SUMMARY_KEYS} for burst in found["bursts"]
+    ]
     try:
         fitted = fit_resource(analysis, metric=RSS_METRIC, settle_s=plan.settle_s)
     except UserError as error:  # too few plateaus (e.g. every join refused): the report says so

@@ -111,3 +111,33 @@ def test_missing_prosody_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="apt-get install prosody"):
         LocalProsody(tmp_path / "work").start()
+
+
+def test_conference_requests_are_answered_ready_as_jicofo_would(tmp_path):
+    """A Jitsi client asks focus before joining; without an answer every participant logs an error."""
+    async def scenario():
+        ws = await websockets.connect(local_prosody.websocket_url, subprotocols=["xmpp"], open_timeout=5)
+        open_frame = f'<open xmlns="{FRAMING}" to="{local_prosody.domain}" version="1.0"/>'
+        await ws.send(open_frame)
+        await _receive(ws, "features")
+        await ws.send('<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="ANONYMOUS"/>')
+        await _receive(ws, "success")
+        await ws.send(open_frame)
+        await _receive(ws, "features")
+        bind = '<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/>'
+        await ws.send(f'<iq xmlns="jabber:client" type="set" id="bind1">{bind}</iq>')
+        await _receive(ws, "iq")
+        room = f"r@{local_prosody.muc}"
+        await ws.send(
+            f'<iq xmlns="jabber:client" type="set" id="conf1" to="{local_prosody.focus}">'
+            f'<conference xmlns="http://jitsi.org/protocol/focus" room="{room}"/></iq>'
+        )
+        answer = await _receive(ws, "iq")
+        await ws.close()
+        return answer
+
+    with LocalProsody(tmp_path, answer_conference_requests=True) as local_prosody:
+        answer = asyncio.run(scenario())
+    assert answer.get("type") == "result" and answer.get("id") == "conf1"
+    conference = answer.find("{http://jitsi.org/protocol/focus}conference")
+    assert conference is not None and conference.get("ready") == "true"

@@ -30,8 +30,14 @@ def _lines(result: DemoResult) -> list[str]:
         )
     else:
         lines.append(f"RAM model: not fitted ({fit.get('error', 'no plateaus')})")
-    for burst in result.bursts[:3]:
-        lines.append(f"burst: {burst.get('summary', burst)}")
+    for burst in result.bursts:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in (burst.get("kinds") or {}).items())
+        lines.append(
+            f"burst {burst['start']} → {burst['end']}: {burst['count']} errors ({kinds}) with "
+            f"{burst.get('participants_connected_at_start')} participants connected"
+        )
+        for signature in burst.get("signatures") or []:
+            lines.append(f"  {signature.get('name')}: {signature.get('explanation')}")
     lines.append(f"capture: {result.capture_dir}")
     lines.append(f"report: {result.report_path}")
     return lines
