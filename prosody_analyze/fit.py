@@ -353,11 +353,30 @@ def _read_participant_points(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     return np.asarray(participants, dtype=float), np.asarray(values, dtype=float), unit or ""
 
 
+def _limit_for(limit: float | str | None, unit: str, factor: float) -> tuple[float | None, str]:
+    """The limit in the fitted unit, and that unit.
+
+    A float is in base units. A quantity string (``15000Mi``) is parsed; when the values have
+    no known unit (a bare participants,value table), a binary byte suffix says what they are
+    in (``--limit 15000Mi`` → values in MiB), as a user writing it means.
+    """
+    if limit is None:
+        return None, unit
+    if isinstance(limit, str):
+        from .report import QUANTITY, parse_quantity
+
+        match = QUANTITY.match(limit)
+        if not unit and match and match[2].endswith("i"):
+            return float(match[1]), f"{match[2]}B"
+        limit = parse_quantity(limit)
+    return limit * factor, unit
+
+
 def fit_resource(
     source: Path | str | pl.DataFrame,
     load_dir: Path | str | None = None,
     metric: str | None = None,
-    limit: float | None = None,
+    limit: float | str | None = None,
     out_dir: Path | str | None = None,
     settle_s: float = DEFAULT_SETTLE_S,
 ) -> FitResult:
@@ -366,7 +385,8 @@ def fit_resource(
     ``source`` is a ``participants,value`` table (CSV), or metrics (an analysis directory, its
     metrics.parquet, a metric file, or a METRIC_SCHEMA frame) with ``load_dir`` the analysis
     directory whose sessions give the load; plateaus are then found by :func:`find_plateaus`.
-    ``limit`` is in the metric's base unit (bytes for memory). ``fit.json`` goes to ``out_dir``,
+    ``limit`` is in the metric's base unit (bytes for memory) or a Kubernetes quantity string
+    (see :func:`_limit_for`). ``fit.json`` goes to ``out_dir``,
     else ``load_dir``, else ``source`` when it is a directory; nowhere if none applies.
     """
     load_path = Path(load_dir) if load_dir is not None else None
@@ -377,9 +397,9 @@ def fit_resource(
             raise UserError("a metric series needs --load ANALYSIS_DIR to know the participants")
         participants, values, base_unit = _read_participant_points(Path(source))
         unit, factor = _display_unit(base_unit)
-        name = metric or Path(source).stem
-        result = fit_linear(participants, values * factor, unit=unit, metric=name,
-                            limit=limit * factor if limit is not None else None)
+        fitted_limit, unit = _limit_for(limit, unit, factor)
+        result = fit_linear(participants, values * factor, unit=unit, metric=metric or Path(source).stem,
+                            limit=fitted_limit)
     else:
         table = source if isinstance(source, pl.DataFrame) else _read_metric_table(Path(source))
         name = _choose_metric(table, metric)
@@ -392,8 +412,9 @@ def fit_resource(
         if not sessions_path.exists():
             raise UserError(f"{load_path}: no {SESSIONS_FILE}; run `prosody-analyze ingest` first")
         plateaus = find_plateaus(series, load_over_time(pl.read_parquet(sessions_path)), settle_s=settle_s)
+        fitted_limit, unit = _limit_for(limit, unit, factor)
         result = fit_linear(plateaus["participants"], plateaus["value"] * factor, unit=unit, metric=name,
-                            limit=limit * factor if limit is not None else None)
+                            limit=fitted_limit)
     target = Path(out_dir) if out_dir is not None else load_path
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)
