@@ -1,8 +1,8 @@
 """Benchmark: write the HTML report from an analysis directory holding 10 million events.
 
-Generates (vectorised, not timed) events.parquet, sessions.parquet, metrics.parquet, ingest.json
-and bursts.json for a two-hour ramp of 500 000 sessions (no fit.json, so the report runs the fit
-module's default fit on the plateaus itself), then times ``write_report``
+Generates (vectorised, not timed) events.parquet, sessions.parquet, metrics.parquet and ingest.json
+for a two-hour ramp of 500 000 sessions; with no fit.json or bursts.json, the timed report also runs
+the fit module's plateau fit and the bursts module's detection itself. Then times ``write_report``
 (plain and ``--redact``) in a child process and prints the file size, seconds and the child's peak
 RSS. Targets: under 10 MB and under 30 s. Everything lives in a temporary directory.
 
@@ -148,21 +148,6 @@ def generate(directory: Path, events: int, sessions: int) -> None:
     ]
     (directory / "ingest.json").write_text(
         json.dumps({"events": events, "sessions": sessions, "files": files, "captures": []})
-    )
-    (directory / "bursts.json").write_text(
-        json.dumps(
-            [
-                {
-                    "start": (START + timedelta(seconds=2400)).isoformat(),
-                    "end": (START + timedelta(seconds=2520)).isoformat(),
-                    "events": 1000,
-                    "signatures": [
-                        {"name": "nginx-connection-limit", "explanation": "proxy out of connections"}
-                    ],
-                    "context": ["server rejected WebSocket connection: HTTP 500"],
-                }
-            ]
-        )
     )
 
 

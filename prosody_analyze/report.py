@@ -127,7 +127,10 @@ class Report:
     error_timeline: pl.DataFrame | None
     error_bin_seconds: float
     error_counts: list[dict[str, Any]]
-    bursts: list[dict[str, Any]] | None
+    bursts: list[dict[str, Any]]  # bursts.json's "bursts" (see prosody_analyze.bursts)
+    burst_signatures: list[dict[str, Any]]  # known signatures found in the whole run, with explanations
+    burst_method: str
+    bursts_source: str
     failed: list[dict[str, Any]]
     failed_total: int
     notes: dict[str, str] = field(default_factory=dict)
@@ -351,10 +354,19 @@ def _error_timeline(events: pl.LazyFrame, every: str) -> tuple[pl.DataFrame | No
     return (timeline if timeline.height else None), counts.to_dicts()
 
 
-def _normalise_bursts(raw: Any) -> list[dict[str, Any]]:
-    """Accept bursts.json as a list or ``{"bursts": [...]}``; keep every key, the renderer shows them."""
-    bursts = raw.get("bursts", []) if isinstance(raw, dict) else raw
-    return [b for b in bursts if isinstance(b, dict)] if isinstance(bursts, list) else []
+def _bursts(analysis_dir: Path) -> tuple[dict[str, Any], str]:
+    """Bursts and known signatures, in bursts.json's shape (see prosody_analyze.bursts), and their source:
+    the file when ``prosody-analyze bursts`` has run, else the bursts module's defaults, written nowhere."""
+    from .bursts import find_bursts
+
+    path = analysis_dir / BURSTS_FILE
+    if path.is_file():
+        found = _read_json(path)
+        if not isinstance(found, dict) or not isinstance(found.get("bursts"), list):
+            raise UserError(f"{path} is not a bursts result (run `prosody-analyze bursts` again)")
+        return found, f"{BURSTS_FILE} (prosody-analyze bursts)"
+    found = find_bursts(analysis_dir, write=False).to_dict()
+    return found, f"computed for this report with the defaults of `prosody-analyze bursts` (no {BURSTS_FILE})"
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -367,11 +379,8 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def burst_window(burst: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
-    start = next(
-        (_parse_time(burst.get(k)) for k in ("start", "start_ts", "first_ts", "from") if k in burst), None
-    )
-    end = next((_parse_time(burst.get(k)) for k in ("end", "end_ts", "last_ts", "to") if k in burst), None)
-    return start, end
+    """A burst's start and end (UTC); None for bursts of untimed logs (placed by line order)."""
+    return _parse_time(burst.get("start")), _parse_time(burst.get("end"))
 
 
 # --- fit ------------------------------------------------------------------------------------------
@@ -573,13 +582,8 @@ def build_report(
 
     error_every = _bin_width(first, last, ERROR_BINS)
     timeline, error_counts = _error_timeline(events, error_every)
-    bursts = None
-    if (analysis_dir / BURSTS_FILE).is_file():
-        bursts = [redactor.value(b) for b in _normalise_bursts(_read_json(analysis_dir / BURSTS_FILE))]
-    else:
-        notes["bursts"] = (
-            f"no {BURSTS_FILE}: run `prosody-analyze bursts {analysis_dir}` to list error bursts"
-        )
+    burst_report, bursts_source = _bursts(analysis_dir)
+    burst_report = redactor.value(burst_report)
 
     failed_rows = sessions.filter(pl.col("outcome") == "failed").sort(
         "first_ts", "first_seq", nulls_last=True
@@ -638,7 +642,10 @@ def build_report(
         error_timeline=timeline,
         error_bin_seconds=int(error_every.removesuffix("us")) / 1e6,
         error_counts=[{**c, "first": _iso(c["first"]), "last": _iso(c["last"])} for c in error_counts],
-        bursts=bursts,
+        bursts=burst_report["bursts"],
+        burst_signatures=burst_report.get("signatures") or [],
+        burst_method=burst_report.get("method") or "",
+        bursts_source=bursts_source,
         failed=failed,
         failed_total=failed_rows.height,
         notes=notes,

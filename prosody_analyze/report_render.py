@@ -412,7 +412,7 @@ def sections(report: Report) -> list[str]:
     present += ["metrics"] if report.metrics else []
     present += ["fit"] if report.fit else []
     present += ["errors"] if report.error_timeline is not None or report.error_counts else []
-    present += ["bursts"] if report.bursts is not None else []
+    present += ["bursts"]
     return present
 
 
@@ -627,28 +627,58 @@ def _fit_html(report: Report, figures: _Figures) -> str:
     return notes + f'<table class="facts">{facts}</table>' + figures.div(scatter_figure(report))
 
 
-def _signatures(burst: dict[str, Any]) -> str:
-    found = burst.get("signatures") or []
-    if isinstance(found, dict):
-        found = [{"name": k, "explanation": v} for k, v in found.items()]
-    items = []
-    for signature in found if isinstance(found, list) else [found]:
-        if isinstance(signature, dict):
-            name = signature.get("name") or signature.get("id") or signature.get("signature")
-            text = signature.get("explanation") or signature.get("description") or ""
-            items.append(f"<li><b>{cell(name)}</b> {cell(text)}</li>")
-        else:
-            items.append(f"<li>{cell(signature)}</li>")
+def _signatures(found: list[Any]) -> str:
+    items = [
+        f"<li><b>{cell(sig.get('name'))}</b> {cell(sig.get('explanation'))}</li>"
+        for sig in found
+        if isinstance(sig, dict)
+    ]
     return f"<ul>{''.join(items)}</ul>" if items else cell(None)
 
 
-def _context(burst: dict[str, Any]) -> str:
-    context = burst.get("context") or burst.get("lines") or burst.get("examples")
-    if not context:
+def _examples(lines: list[Any], label: str = "examples") -> str:
+    if not lines:
         return cell(None)
-    if isinstance(context, list):
-        context = "\n".join(c if isinstance(c, str) else json.dumps(c, default=str) for c in context)
-    return f"<details><summary>context</summary><pre>{cell(context)}</pre></details>"
+    text = "\n".join(str(line) for line in lines)
+    return f"<details><summary>{html.escape(label)} ({len(lines)})</summary><pre>{cell(text)}</pre></details>"
+
+
+def _counts(counts: Any) -> str:
+    """``{"http_error": 12, ...}`` as ``http_error 12, ...``."""
+    if not isinstance(counts, dict) or not counts:
+        return cell(None)
+    return cell(", ".join(f"{key} {value:,}" for key, value in counts.items()))
+
+
+def _window(burst: dict[str, Any]) -> tuple[str, str]:
+    """When (UTC) and how long, or where in an untimed file (by event order)."""
+    start, end = burst_window(burst)
+    if start and end:
+        return f"{cell(start)} → {cell(end)}", cell(duration((end - start).total_seconds()))
+    return cell(f"{burst.get('file')}: events {burst.get('start_seq')}–{burst.get('end_seq')} (no times)"), ""
+
+
+def _burst_row(number: int, burst: dict[str, Any]) -> str:
+    window, length = _window(burst)
+    expected, p_value = burst.get("expected"), burst.get("p_value")
+    errors = f"{burst.get('count', 0):,}"
+    if isinstance(expected, int | float):
+        errors += f" (expected {expected:.3g}"
+        errors += f", p = {p_value:.2g})" if isinstance(p_value, int | float) else ")"
+    where = [
+        ("batches", ", ".join(map(str, burst.get("batches") or [])) or None),
+        ("rooms", ", ".join(map(str, burst.get("rooms") or [])) or None),
+        ("files", ", ".join(map(str, burst.get("files") or [])) or None),
+    ]
+    context = "".join(f"<div><b>{k}</b> {cell(v)}</div>" for k, v in where if v)
+    return (
+        f"<tr><td class='num'>{number}</td><td>{window}</td><td>{length}</td><td>{cell(errors)}</td>"
+        f"<td>{_counts(burst.get('kinds'))}<br>{_counts(burst.get('http_statuses'))}</td>"
+        f"<td class='num'>{cell(burst.get('participants_connected_at_start'))}</td>"
+        f"<td>{context}<div><b>server</b> {_counts(burst.get('server_events'))}</div></td>"
+        f"<td>{_signatures(burst.get('signatures') or [])}</td>"
+        f"<td>{_examples(burst.get('examples') or [])}</td></tr>"
+    )
 
 
 def _bursts_html(report: Report, figures: _Figures) -> str:
@@ -667,42 +697,45 @@ def _bursts_html(report: Report, figures: _Figures) -> str:
         figures.div(error_figure(report)),
         "<h3>Error events by kind</h3>",
         counts,
-        _note(report, "bursts"),
+        f"<h3>Bursts</h3><p class='lead'>{cell(report.burst_method)} — from {cell(report.bursts_source)}</p>",
     ]
     if report.bursts:
-        shown_keys = {
-            "start",
-            "start_ts",
-            "first_ts",
-            "from",
-            "end",
-            "end_ts",
-            "last_ts",
-            "to",
-            "signatures",
-            "context",
-            "lines",
-            "examples",
-        }
-        rows = []
-        for number, burst in enumerate(report.bursts, start=1):
-            start, end = burst_window(burst)
-            other = {k: v for k, v in burst.items() if k not in shown_keys}
-            details = "".join(f"<div><b>{cell(k)}</b> {cell(v)}</div>" for k, v in other.items())
-            rows.append(
-                f"<tr><td class='num'>{number}</td><td>{cell(start)}</td><td>{cell(end)}</td>"
-                f"<td>{cell(duration((end - start).total_seconds()) if start and end else None)}</td>"
-                f"<td class='kv'>{details}</td>"
-                f"<td>{_signatures(burst)}</td><td>{_context(burst)}</td></tr>"
+        head = "".join(
+            f"<th>{label}</th>"
+            for label in (
+                "#",
+                "window (UTC)",
+                "duration",
+                "errors",
+                "kinds",
+                "connected at start",
+                "where",
+                "known signatures",
+                "examples",
             )
-        parts.append(
-            "<h3>Bursts</h3><div class='table-wrap'><table><thead><tr><th class='num'>#</th>"
-            "<th>start (UTC)</th><th>end (UTC)</th><th>duration</th><th>details</th><th>known signatures</th>"
-            "<th>context</th></tr>"
-            f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
         )
-    elif report.bursts is not None:
-        parts.append('<p class="note">no error burst found</p>')
+        rows = "".join(_burst_row(number, burst) for number, burst in enumerate(report.bursts, start=1))
+        parts.append(
+            f"<div class='table-wrap'><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )
+    else:
+        parts.append('<p class="note">no error burst: no error rate stood out from the run\'s baseline</p>')
+    parts.append("<h3>Known signatures in the whole run</h3>")
+    if report.burst_signatures:
+        rows = "".join(
+            f"<tr><td><b>{cell(sig.get('name'))}</b></td><td class='num'>{cell(sig.get('count'))}</td>"
+            f"<td>{cell(sig.get('first_ts'))}</td><td>{cell(sig.get('explanation'))}</td>"
+            f"<td>{_examples(sig.get('examples') or [])}</td></tr>"
+            for sig in report.burst_signatures
+        )
+        parts.append(
+            "<div class='table-wrap'><table><thead><tr><th>signature</th><th class='num'>events</th>"
+            "<th>first (UTC)</th><th>explanation</th><th>examples</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )
+    else:
+        parts.append('<p class="note">no known failure signature in the logs</p>')
     return "".join(parts)
 
 
@@ -879,32 +912,51 @@ def render_markdown(report: Report) -> str:
         ),
     ]
     if report.bursts:
-        rows = []
-        for number, burst in enumerate(report.bursts, start=1):
-            start, end = burst_window(burst)
-            found = burst.get("signatures") or []
-            names = (
-                [f.get("name") or f.get("id") if isinstance(f, dict) else f for f in found]
-                if isinstance(found, list)
-                else list(found)
-                if isinstance(found, dict)
-                else [found]
-            )
-            rows.append(
-                {"n": number, "start": start, "end": end, "signatures": ", ".join(map(str, names)) or None}
-            )
+        rows = [
+            {
+                "n": number,
+                "window": " → ".join(map(str, burst_window(burst)))
+                if burst.get("start")
+                else burst.get("file"),
+                "count": burst.get("count"),
+                "kinds": ", ".join(f"{k} {v}" for k, v in (burst.get("kinds") or {}).items()),
+                "signatures": ", ".join(str(g.get("name")) for g in burst.get("signatures") or []) or None,
+            }
+            for number, burst in enumerate(report.bursts, start=1)
+        ]
         out += [
             "### Error bursts",
             md_table(
                 rows,
                 [
                     ("n", "#"),
-                    ("start", "start (UTC)"),
-                    ("end", "end (UTC)"),
+                    ("window", "window (UTC)"),
+                    ("count", "errors"),
+                    ("kinds", "kinds"),
                     ("signatures", "known signatures"),
                 ],
             ),
         ]
+    if report.burst_signatures:
+        out += [
+            "### Known signatures",
+            md_table(
+                report.burst_signatures,
+                [("name", "signature"), ("count", "events"), ("explanation", "explanation")],
+            ),
+        ]
+    out += [
+        "### Error bursts",
+        md_table(
+            rows,
+            [
+                ("n", "#"),
+                ("start", "start (UTC)"),
+                ("end", "end (UTC)"),
+                ("signatures", "known signatures"),
+            ],
+        ),
+    ]
     out += [
         f"### Failed sessions (first {len(report.failed):,} of {report.failed_total:,})",
         md_table(

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 from plotly.offline import get_plotlyjs
 
+from prosody_analyze.bursts import find_bursts
 from prosody_analyze.report import build_report, parse_quantity, write_report
 from prosody_analyze.schema import EVENT_SCHEMA, METRIC_SCHEMA, SESSION_SCHEMA, conform
 
@@ -196,31 +197,46 @@ def build_analysis(directory: Path, fit: bool = True, bursts: bool = True) -> Pa
                 }
             )
         )
-    if bursts:
-        (directory / "bursts.json").write_text(
-            json.dumps(
-                {
-                    "bursts": [
-                        {
-                            "start": "2026-11-28T21:02:05Z",
-                            "end": "2026-11-28T21:02:09Z",
-                            "events": 4,
-                            "http_status": 500,
-                            "signatures": [
-                                {
-                                    "name": "nginx-connection-limit",
-                                    "explanation": "no Prosody traceback: the proxy ran out of connections",
-                                }
-                            ],
-                            "context": [
-                                f"21:02:05 server rejected WebSocket connection: HTTP 500 {PAYLOAD}",
-                                STANZA,
-                            ],
-                        }
-                    ]
-                }
-            )
-        )
+    if bursts:  # the shape prosody_analyze.bursts documents
+        proxy = {
+            "name": "http_500_proxy",
+            "explanation": "no Prosody traceback then: the proxy ran out of connections",
+            "count": 4,
+            "first_ts": "2026-11-28T21:02:05Z",
+            "examples": [f"server rejected WebSocket connection: HTTP 500 {PAYLOAD}"],
+        }
+        burst = {
+            "start": "2026-11-28T21:02:05Z",
+            "end": "2026-11-28T21:02:09Z",
+            "file": None,
+            "start_seq": None,
+            "end_seq": None,
+            "count": 4,
+            "expected": 0.05,
+            "p_value": 1e-9,
+            "peak_rate_per_s": 0.4,
+            "kinds": {"http_error": 4},
+            "http_statuses": {"500": 4},
+            "files": ["capture/events.jsonl"],
+            "batches": [2],
+            "rooms": ["secret-board"],
+            "participants_connected_at_start": 21,
+            "server_events": {"traceback": 0},
+            "examples": [f"HTTP 500 {PAYLOAD}", STANZA],
+            "signatures": [proxy],
+        }
+        bursts_json = {
+            "method": "Poisson test per 10 s bin",
+            "bin_s": 10.0,
+            "alpha": 0.001,
+            "baseline_per_s": 0.001,
+            "baseline_by_family": {},
+            "errors_by_kind": {"http_error": 4},
+            "untimed_files": [],
+            "bursts": [burst],
+            "signatures": [proxy],
+        }
+        (directory / "bursts.json").write_text(json.dumps(bursts_json))
     return directory
 
 
@@ -262,7 +278,7 @@ def test_html_has_every_section_and_no_network(analysis: Path, tmp_path: Path) -
     ):
         assert f"<h2>{title}</h2>" in page
     assert hashlib.sha256(b"Nov 28 21:00:00 c2s1\tinfo\tClient connected\n").hexdigest() in page
-    assert "nginx-connection-limit" in page and "the proxy ran out of connections" in page
+    assert "http_500_proxy" in page and "the proxy ran out of connections" in page
     assert "prosody-analyze swarm 0.1.0" in page
     assert page.count('class="plot"') == 8
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page), "nothing may be fetched"
@@ -303,13 +319,17 @@ def test_redact_replaces_names_everywhere(analysis: Path, tmp_path: Path) -> Non
 def test_missing_analysis_outputs_are_computed_or_noted(tmp_path: Path) -> None:
     analysis = build_analysis(tmp_path / "a", fit=False, bursts=False)
     report = build_report(analysis)
-    assert report.bursts is None and "prosody-analyze bursts" in report.notes["bursts"]
+    # Without bursts.json the bursts module's own detection is shown, with the signatures it names ...
+    assert "computed for this report" in report.bursts_source
+    assert report.bursts == find_bursts(analysis, write=False).to_dict()["bursts"]
+    assert [s["name"] for s in report.burst_signatures] == ["http_500_from_proxy"]
+    assert not (analysis / "bursts.json").exists()
     # Without fit.json the fit module fits the plateaus itself (10, 20, 28 joined: 2 MiB each) ...
     assert "computed for this report" in report.fit_source
     assert report.fit["slope"] == pytest.approx(2.0, rel=0.05) and report.fit["n"] >= 3
     assert not (analysis / "fit.json").exists(), "the report writes nothing into the analysis directory"
     page = Path(write_report(analysis, tmp_path / "r.html").path).read_text()
-    assert "prosody-analyze bursts" in page and "computed for this report" in page
+    assert page.count("computed for this report") == 2
     # ... and says so when there are no metrics to fit.
     (analysis / "metrics.parquet").unlink()
     assert "prosody-analyze fit" in build_report(analysis).notes["fit"]
