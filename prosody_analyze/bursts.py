@@ -210,6 +210,8 @@ def find_bursts(
         pl.col("ts").max().alias("last"),
     ).collect()
     first, last = spans.row(0)
+    if first is not None:  # bins on the clock (…:00, …:10), not on the first event
+        first = first - timedelta(microseconds=int(first.timestamp() * 1_000_000) % int(bin_s * 1_000_000))
     files = (
         events.filter(pl.col("ts").is_null())
         .group_by("file")

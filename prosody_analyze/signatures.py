@@ -98,11 +98,13 @@ def signature_hits(events: pl.LazyFrame) -> pl.LazyFrame:
     names = pl.concat_list(
         [pl.when(_matches(s)).then(pl.lit(s.name)).otherwise(pl.lit(None, pl.String)) for s in SIGNATURES]
     ).list.drop_nulls()
+    texts = tuple(text for s in SIGNATURES for text in s.texts)
+    any_signature = _matches(Signature("any", "", texts, tuple(kind for s in SIGNATURES for kind in s.kinds)))
     return (
-        events.select(
+        events.filter(any_signature)  # one cheap pass; the per-signature work only on what matched
+        .select(
             "ts", "file", "seq", "origin", "kind", example_text().alias("message"), names.alias("signature")
         )
-        .filter(pl.col("signature").list.len() > 0)
         .explode("signature")
     )
 
