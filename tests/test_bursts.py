@@ -114,3 +114,30 @@ def test_study_logs_without_times_give_signatures(fixtures, tmp_path):
 def test_missing_analysis_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="ingest"):
         find_bursts(tmp_path)
+
+
+def test_cli_prints_the_burst_in_utc_and_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from prosody_analyze.cli import app
+
+    rows, sessions = _run_with_burst(np.random.default_rng(4))
+    _write(tmp_path, rows, sessions)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["bursts", str(tmp_path)], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0
+    assert "2026-01-01 12:20:00" in shown.output and "http_500_from_proxy" in shown.output
+    printed = runner.invoke(app, ["bursts", str(tmp_path), "--bin", "30s", "--json"])
+    assert json.loads(printed.output)["bin_s"] == 30
+
+
+def test_cli_bad_bin_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    rows, sessions = _run_with_burst(np.random.default_rng(5))
+    _write(tmp_path, rows, sessions)
+    done = subprocess.run([sys.executable, "-m", "prosody_analyze", "bursts", str(tmp_path), "--bin", "soon"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "duration" in done.stderr

@@ -118,3 +118,24 @@ def test_participants_value_table(tmp_path):
     result = fit_resource(table, out_dir=tmp_path / "out")
     assert result.slope == pytest.approx(0.0588)
     assert json.loads((tmp_path / "out" / "fit.json").read_text())["intercept"] == pytest.approx(16.42)
+
+
+def test_cli_fit_with_a_kubernetes_limit(tmp_path):
+    from typer.testing import CliRunner
+
+    from prosody_analyze.cli import app
+
+    table = tmp_path / "ram.csv"
+    noisy = STUDY_Y + [0.05, -0.04, 0.02, -0.05, 0.03]
+    rows = "".join(f"{int(p)},{v:.4f}\n" for p, v in zip(STUDY_X, noisy, strict=True))
+    table.write_text("participants,value\n" + rows)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["fit", str(table), "--limit", "15000Mi"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "KiB/participant" in shown.output and "capacity" in shown.output
+    data = json.loads(runner.invoke(app, ["fit", str(table), "--limit", "15000Mi", "--json"]).output)
+    assert data["unit"] == "MiB"
+    assert data["capacity"]["participants"] == pytest.approx((15000 - 16.42) / 0.0588, rel=0.02)
+    refused = subprocess.run([sys.executable, "-m", "prosody_analyze", "fit", str(table), "--limit", "lots"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
