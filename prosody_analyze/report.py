@@ -369,7 +369,7 @@ def _bursts(analysis_dir: Path) -> tuple[dict[str, Any], str]:
     return found, f"computed for this report with the defaults of `prosody-analyze bursts` (no {BURSTS_FILE})"
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -380,7 +380,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 def burst_window(burst: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
     """A burst's start and end (UTC); None for bursts of untimed logs (placed by line order)."""
-    return _parse_time(burst.get("start")), _parse_time(burst.get("end"))
+    return parse_time(burst.get("start")), parse_time(burst.get("end"))
 
 
 # --- fit ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from .report import Report, burst_window
+from .report import Report, burst_window, parse_time
 
 CSS_FILE = Path(__file__).parent / "report_templates" / "report.css"
 CSP = (
@@ -725,7 +725,7 @@ def _bursts_html(report: Report, figures: _Figures) -> str:
     if report.burst_signatures:
         rows = "".join(
             f"<tr><td><b>{cell(sig.get('name'))}</b></td><td class='num'>{cell(sig.get('count'))}</td>"
-            f"<td>{cell(sig.get('first_ts'))}</td><td>{cell(sig.get('explanation'))}</td>"
+            f"<td>{cell(parse_time(sig.get('first_ts')))}</td><td>{cell(sig.get('explanation'))}</td>"
             f"<td>{_examples(sig.get('examples') or [])}</td></tr>"
             for sig in report.burst_signatures
         )
@@ -839,6 +839,13 @@ def md_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _md_window(burst: dict[str, Any]) -> str:
+    start, end = burst_window(burst)
+    if start and end:
+        return f"{start:%Y-%m-%d %H:%M:%S} → {end:%H:%M:%S}"
+    return f"{burst.get('file')}: events {burst.get('start_seq')}–{burst.get('end_seq')} (no times)"
+
+
 def render_markdown(report: Report) -> str:
     s = report.summary
     peaks = "; ".join(
@@ -915,9 +922,7 @@ def render_markdown(report: Report) -> str:
         rows = [
             {
                 "n": number,
-                "window": " → ".join(map(str, burst_window(burst)))
-                if burst.get("start")
-                else burst.get("file"),
+                "window": _md_window(burst),
                 "count": burst.get("count"),
                 "kinds": ", ".join(f"{k} {v}" for k, v in (burst.get("kinds") or {}).items()),
                 "signatures": ", ".join(str(g.get("name")) for g in burst.get("signatures") or []) or None,

@@ -321,7 +321,7 @@ def test_missing_analysis_outputs_are_computed_or_noted(tmp_path: Path) -> None:
     report = build_report(analysis)
     # Without bursts.json the bursts module's own detection is shown, with the signatures it names ...
     assert "computed for this report" in report.bursts_source
-    assert report.bursts == find_bursts(analysis, write=False).to_dict()["bursts"]
+    assert report.burst_signatures == find_bursts(analysis, write=False).to_dict()["signatures"]
     assert [s["name"] for s in report.burst_signatures] == ["http_500_from_proxy"]
     assert not (analysis / "bursts.json").exists()
     # Without fit.json the fit module fits the plateaus itself (10, 20, 28 joined: 2 MiB each) ...
