@@ -1,3 +1,68 @@
-"""`correlate` command (being written)."""
+"""`correlate` command: a thin wrapper over :func:`..correlate.correlate`."""
 
-from .app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..correlate import correlate
+from ..units import format_value
+from .app import app
+
+
+@app.command("correlate")
+def correlate_command(
+    analysis_dir: Annotated[Path, typer.Argument(help="Analysis directory written by `ingest`.")],
+    metrics: Annotated[
+        list[Path] | None,
+        typer.Option("--metrics", help="Grafana CSV, Prometheus JSON, scrape or CSV file; repeatable."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory for correlated.parquet (default: ANALYSIS_DIR).")
+    ] = None,
+    tolerance: Annotated[
+        str, typer.Option("--tolerance", help="How far outside the logged period a sample still gets a load.")
+    ] = "30s",
+    every: Annotated[str, typer.Option("--every", help="Interval of the printed table (10s, 1m…).")] = "10s",
+    tz: Annotated[
+        str | None, typer.Option("--tz", help="Zone of exported dates without an offset (Europe/Paris).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Join metrics to the load (participants connected/joined) in time; write correlated.parquet."""
+    result = correlate(analysis_dir, metrics or [], out_dir=out or analysis_dir, tolerance=tolerance,
+                       every=every, tz=tz)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    console = Console()
+    table = Table(title=f"metrics vs participants ({result.load_source} sessions), per {every}, times UTC")
+    table.add_column("time (UTC)")
+    table.add_column("connected", justify="right")
+    table.add_column("joined", justify="right")
+    for series, unit in result.units.items():
+        table.add_column(f"{series} [{unit or '-'}]", justify="right", overflow="fold")
+    for row in result.intervals.iter_rows(named=True):
+        table.add_row(
+            row["ts"].strftime("%Y-%m-%d %H:%M:%S"),
+            "—" if row["connected"] is None else f"{row['connected']:,}",
+            "—" if row["joined"] is None else f"{row['joined']:,}",
+            *(format_value(row[series], unit) for series, unit in result.units.items()),
+        )
+    console.print(table)
+    console.print(
+        f"{result.samples:,} samples, {result.samples_without_load:,} outside the logged period "
+        f"(± {tolerance}) without a load; wrote {result.out_path}"
+    )
+    if result.clock is not None:
+        clock = result.clock
+        console.print(
+            f"clock offset: client − server = {clock.seconds:+.3f} s (median of {clock.pairs:,} joins "
+            f"matched by {clock.matched_by}, IQR {clock.spread_s:.3f} s, server times at "
+            f"{clock.resolution_s:g} s resolution)"
+        )
