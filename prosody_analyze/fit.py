@@ -265,23 +265,30 @@ def find_plateaus(
             schema={"participants": pl.Int64, "value": pl.Float64, "samples": pl.UInt32,
                     "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
         )
-    steps = load.select(
-        pl.col("ts").alias("step_ts"),
-        pl.col(load_column).alias("participants"),
-        pl.col("ts").shift(-1).alias("next_step_ts"),
+    level = pl.col(load_column)
+    # A step is a change of this load column (connections coming and going alone do not end a level).
+    steps = (
+        load.sort("ts")
+        .filter(level.ne_missing(level.shift(1)))
+        .select(
+            pl.col("ts").alias("step_ts"),
+            level.alias("participants"),
+            pl.col("ts").shift(-1).alias("next_step_ts"),
+        )
     )
     series_start, series_end = samples["ts"].min(), samples["ts"].max()
+    before_load = pl.col("step_ts").is_null()  # the idle baseline: nothing to settle from
     tagged = (
-        samples.join_asof(steps.sort("step_ts"), left_on="ts", right_on="step_ts", strategy="backward")
+        samples.join_asof(steps, left_on="ts", right_on="step_ts", strategy="backward")
         .with_columns(
             pl.col("participants").fill_null(0),
+            pl.when(before_load).then(pl.duration(seconds=0)).otherwise(
+                pl.min_horizontal(
+                    pl.duration(seconds=settle_s),
+                    (pl.col("next_step_ts").fill_null(series_end) - pl.col("step_ts")) / 2,
+                )
+            ).alias("settle"),
             pl.col("step_ts").fill_null(series_start),
-            pl.col("next_step_ts").fill_null(series_end),
-        )
-        .with_columns(
-            pl.min_horizontal(
-                pl.duration(seconds=settle_s), (pl.col("next_step_ts") - pl.col("step_ts")) / 2
-            ).alias("settle")
         )
         .filter(pl.col("ts") >= pl.col("step_ts") + pl.col("settle"))
     )

@@ -139,3 +139,18 @@ def test_cli_fit_with_a_kubernetes_limit(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "prosody_analyze", "fit", str(table), "--limit", "lots"],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+
+
+def test_idle_baseline_before_the_first_join_is_the_zero_point_and_connections_do_not_split_levels():
+    load, series = _ramp([100, 200, 300])
+    idle = pl.DataFrame(
+        {"ts": [series["ts"][0] - timedelta(seconds=s) for s in (4, 3, 2, 1)], "value": [16.42 * MIB] * 4}
+    )
+    # Connections dropping mid-level (joined unchanged) must not cut the 200 level in two.
+    churn = pl.DataFrame(
+        {"ts": [load["ts"][1] + timedelta(seconds=12)], "connected": [190], "joined": [200]}
+    )
+    plateaus = find_plateaus(pl.concat([idle, series]), pl.concat([load, churn]).sort("ts"))
+    assert plateaus["participants"].to_list() == [0, 100, 200, 300]
+    assert plateaus["samples"].to_list()[0] == 4
+    assert plateaus["value"][0] == pytest.approx(16.42 * MIB)
