@@ -161,10 +161,10 @@ def _read_prometheus_json(text: str, path: Path) -> pl.DataFrame:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: broken JSON ({error.msg} at line {error.lineno})") from None
+    if isinstance(document, dict) and document.get("status") == "error":
+        raise UserError(f"{path}: Prometheus answered an error: {document.get('error', '?')}")
     if not isinstance(document, dict) or "data" not in document:
         raise UserError(f"{path}: JSON but not a Prometheus API answer (no 'data')")
-    if document.get("status") == "error":
-        raise UserError(f"{path}: Prometheus answered an error: {document.get('error', '?')}")
     data = document["data"]
     kind = data.get("resultType") if isinstance(data, dict) else None
     if kind not in ("matrix", "vector"):
