@@ -125,9 +125,11 @@ def _flag(counts: pl.DataFrame, alpha: float) -> pl.DataFrame:
     Returns it with lam (baseline per bin), p and flagged.
     """
     families = counts.group_by("group").agg(pl.col("family").n_unique().alias("families"))
-    frame = counts.join(families, on="group").with_columns(pl.lit(False).alias("flagged"))
-    threshold = (alpha / (frame["bins"] * frame["families"])).to_numpy()
-    n = frame["n"].to_numpy()
+    frame = (
+        counts.join(families, on="group")
+        .with_columns(pl.lit(False).alias("flagged"))
+        .sort("group", "family", "bin")  # joins do not keep row order: every pass re-reads the columns
+    )
     for _ in range(50):
         frame = frame.drop("lam", strict=False).join(
             frame.group_by("group", "family").agg(
@@ -138,9 +140,10 @@ def _flag(counts: pl.DataFrame, alpha: float) -> pl.DataFrame:
                 ).alias("lam")
             ),
             on=["group", "family"],
+            maintain_order="left",
         )
-        p = stats.poisson.sf(n - 1, frame["lam"].to_numpy())
-        flagged = p < threshold
+        p = stats.poisson.sf(frame["n"].to_numpy() - 1, frame["lam"].to_numpy())
+        flagged = p < (alpha / (frame["bins"] * frame["families"])).to_numpy()
         done = bool((flagged == frame["flagged"].to_numpy()).all())
         frame = frame.with_columns(pl.Series("p", p), pl.Series("flagged", flagged))
         if done:

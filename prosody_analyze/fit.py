@@ -38,13 +38,15 @@ are reduced to their median; levels with fewer than 3 such samples are dropped.
                     "slopes": [before, after]} or null,
      "capacity": {"limit", "participants", "low", "high"} or null,
      "line": {"participants": [...], "values": [...]},          # fitted line, for plots
-     "band": {"participants": [...], "low": [...], "high": [...]}}  # 95 % confidence band
+     "band": {"participants": [...], "low": [...], "high": [...]},  # 95 % confidence band
+     "notes": [str, ...]}                                            # assumptions made
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,7 @@ class FitResult:
     capacity: dict[str, Any] | None = None
     line: dict[str, list[float]] = field(default_factory=dict)
     band: dict[str, list[float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # assumptions made, in words
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -337,25 +340,9 @@ def _choose_metric(table: pl.DataFrame, metric: str | None) -> str:
     return found
 
 
-def _read_points_csv(path: Path) -> tuple[list[float], list[float], str]:
-    """Stand-in for metrics.read_points until it lands: a plain ``participants,value`` CSV."""
-    try:
-        table = pl.read_csv(path, infer_schema_length=None)
-    except (pl.exceptions.PolarsError, OSError) as error:
-        raise UserError(f"{path}: not a participants,value table ({error.__class__.__name__})") from None
-    if table.width < 2:
-        raise UserError(f"{path}: want two columns, participants and value")
-    numeric = table.select(pl.all().cast(pl.Float64, strict=False)).drop_nulls()
-    return numeric[:, 0].to_list(), numeric[:, 1].to_list(), ""
-
-
 def _read_participant_points(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    try:
-        from .metrics import read_points
-    except ImportError:
-        read_points = _read_points_csv
+    from .metrics import read_points
+
     participants, values, unit = read_points(path)
     return np.asarray(participants, dtype=float), np.asarray(values, dtype=float), unit or ""
 
@@ -370,11 +357,11 @@ def _limit_for(limit: float | str | None, unit: str, factor: float) -> tuple[flo
     if limit is None:
         return None, unit
     if isinstance(limit, str):
-        from .report import QUANTITY, parse_quantity
+        from .units import parse_quantity
 
-        match = QUANTITY.match(limit)
-        if not unit and match and match[2].endswith("i"):
-            return float(match[1]), f"{match[2]}B"
+        binary = re.fullmatch(r"\s*([0-9.]+)\s*(Ki|Mi|Gi|Ti)\s*", limit)
+        if not unit and binary:
+            return float(binary[1]), f"{binary[2]}B"
         limit = parse_quantity(limit)
     return limit * factor, unit
 
@@ -407,6 +394,8 @@ def fit_resource(
         fitted_limit, unit = _limit_for(limit, unit, factor)
         result = fit_linear(participants, values * factor, unit=unit, metric=metric or Path(source).stem,
                             limit=fitted_limit)
+        if not base_unit and unit:
+            result.notes.append(f"{Path(source).name} names no unit: its values taken in {unit}, as --limit")
     else:
         table = source if isinstance(source, pl.DataFrame) else _read_metric_table(Path(source))
         name = _choose_metric(table, metric)

@@ -141,3 +141,17 @@ def test_cli_bad_bin_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "duration" in done.stderr
+
+
+def test_same_input_same_bursts(tmp_path):
+    """Several families and bursts: the flags must not depend on row order inside polars joins."""
+    rng = np.random.default_rng(6)
+    rows, sessions = _run_with_burst(rng)
+    rows += [_event(2400 + float(s), "conference_timeout") for s in rng.uniform(0, 20, 30)]
+    rows += [_event(2400 + float(s), "hibernation_timeout", "server") for s in rng.uniform(0, 20, 25)]
+    rows += [_event(float(s), "traceback", "server") for s in rng.uniform(0, 3600, 8)]
+    _write(tmp_path, sorted(rows, key=lambda r: r["ts"]), sessions)
+    first = find_bursts(tmp_path, write=False).to_dict()
+    assert [b["start"][11:19] for b in first["bursts"]] == ["12:20:00", "12:40:00"]
+    for _ in range(10):
+        assert find_bursts(tmp_path, write=False).to_dict() == first

@@ -95,6 +95,8 @@ def _per_participant(slope: float, unit: str) -> str:
 def _print_fit(result: FitResult, console: Console) -> None:
     unit = result.unit
     console.print(f"[bold]{result.metric}[/] = slope × participants + intercept, {result.n} points")
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {note}")
     console.print(
         f"slope      {_per_participant(result.slope, unit)}  ± {result.slope_stderr:.3g} {unit} (stderr), "
         f"95 % CI [{result.slope_ci95[0]:.4g}, {result.slope_ci95[1]:.4g}] {unit}"
