@@ -16,7 +16,8 @@ from .app import app
 
 
 def _time(value: str | None) -> str:
-    return value.replace("T", " ").replace("Z", "") if value else "—"
+    """ISO UTC to ``2026-11-29 01:39:32`` (whole seconds: bins are seconds wide)."""
+    return value.replace("T", " ").replace("Z", "")[:19] if value else "—"
 
 
 def _mapping(counts: dict[str, Any]) -> str:
@@ -40,25 +41,24 @@ def bursts_command(
     console = Console()
     if not report.bursts:
         console.print(f"no error bursts in {analysis_dir} ({report.bin_s:g} s bins, alpha {report.alpha:g})")
-    table = Table(title=f"error bursts in {analysis_dir} (times UTC, {report.bin_s:g} s bins)")
-    for column in ("start", "end", "errors", "expected", "peak /s", "kinds", "HTTP", "participants",
-                   "batches", "server events"):
+    table = Table(title=f"error bursts in {analysis_dir} ({report.bin_s:g} s bins)")
+    table.add_column("window (UTC)", no_wrap=True)
+    for column in ("errors (expected)", "peak /s", "kinds", "HTTP", "connected", "batches", "server events"):
         table.add_column(column, overflow="fold")
     for burst in report.bursts:
-        where = (
-            f"{_time(burst['start'])}"
-            if burst["start"]
-            else f"{burst['file']} line {burst['start_seq']}"
-        )
+        if burst["start"]:
+            start, end = _time(burst["start"]), _time(burst["end"])
+            window = f"{start} → {end[11:] if end[:10] == start[:10] else end}"
+        else:
+            window = f"{burst['file']} lines {burst['start_seq']}–{burst['end_seq']}"
+        connected = burst["participants_connected_at_start"]
         table.add_row(
-            where,
-            _time(burst["end"]) if burst["end"] else f"line {burst['end_seq']}",
-            f"{burst['count']:,}",
-            f"{burst['expected']:.2g}",
+            window,
+            f"{burst['count']:,} ({burst['expected']:.2g})",
             f"{burst['peak_rate_per_s']:.2f}" if burst["peak_rate_per_s"] is not None else "—",
             _mapping(burst["kinds"]),
             _mapping(burst["http_statuses"]),
-            "—" if (connected := burst["participants_connected_at_start"]) is None else f"{connected:,}",
+            "—" if connected is None else f"{connected:,}",
             ", ".join(map(str, burst["batches"])),
             _mapping(burst["server_events"]),
         )
