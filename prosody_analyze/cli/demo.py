@@ -73,12 +73,14 @@ def demo_command(
     proxy_threshold: Annotated[
         int | None,
         typer.Option(
-            help="With --via-proxy: connections past which upgrades may fail (default 250, quick 30)."
+            help="With --via-proxy: connections past which upgrades may fail (default 250, quick 45)."
         ),
     ] = None,
     proxy_fail_share: Annotated[
         float | None,
-        typer.Option(help="With --via-proxy: share of upgrades refused past the threshold (default 0.5)."),
+        typer.Option(
+            help="With --via-proxy: share of upgrades refused past the threshold (default 0.5, quick 0.6)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
