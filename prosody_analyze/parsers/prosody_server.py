@@ -75,26 +75,39 @@ CONFIRM = {
 NEEDS_CONFIRM = ["sm_enabled", "received", MESSAGE_OUT]
 
 
-def coarse_kind(parsed: pl.Expr, continuation: pl.Expr) -> pl.Expr:
+KIND_CODES = sorted(
+    {*BY_PREFIX.values(), *CONFIRM.values(), *DETAIL_KINDS, "ping", "unknown", "http_request"}
+)
+CODE = {name: index for index, name in enumerate(KIND_CODES)}
+
+
+def prefix_code() -> pl.Expr:
+    """The kind (or family) code of the message's first PREFIX_LENGTH characters, null when none.
+
+    Callers put it in a column before :func:`coarse_kind` reads it several times: as an inline
+    expression it would be computed once per use.
+    """
+    return msg.str.head(PREFIX_LENGTH).replace_strict(
+        {opening: CODE[name] for opening, name in BY_PREFIX.items()}, default=None, return_dtype=pl.UInt8
+    )
+
+
+def coarse_kind(parsed: pl.Expr, continuation: pl.Expr, by_prefix: pl.Expr) -> pl.Expr:
     """Pass 1: the kind from the opening of ``message`` (provisional where ``refine`` must look).
 
-    One hash lookup on the first characters, then a few literal tests, on small integer codes
-    (a chain of string columns would cost more than all the tests): cheap enough for every line.
+    One hash lookup on the first characters (``by_prefix``, a column of :func:`prefix_code`), then
+    a few literal tests, on small integer codes (a chain of string columns would cost more than
+    all the tests): cheap enough for every line.
     """
-    names = sorted({*BY_PREFIX.values(), *CONFIRM.values(), *DETAIL_KINDS, "ping", "unknown", "http_request"})
-    code = {name: index for index, name in enumerate(names)}
 
     def lit(name: str) -> pl.Expr:
-        return pl.lit(code[name], pl.UInt8)
+        return pl.lit(CODE[name], pl.UInt8)
 
     starts = msg.str.starts_with
-    by_prefix = msg.str.head(PREFIX_LENGTH).replace_strict(
-        {opening: code[name] for opening, name in BY_PREFIX.items()}, default=None, return_dtype=pl.UInt8
-    )
     confirmed = lit("unknown")
     for opening, name in CONFIRM.items():
         confirmed = pl.when(starts(opening)).then(lit(name)).otherwise(confirmed)
-    needs_confirm = by_prefix.is_in([code[name] for name in NEEDS_CONFIRM])
+    needs_confirm = by_prefix.is_in([CODE[name] for name in NEEDS_CONFIRM])
     coded = (
         pl.when(~parsed)
         .then(pl.when(continuation).then(lit(CONTINUATION)).otherwise(lit(UNPARSED)))
@@ -102,7 +115,7 @@ def coarse_kind(parsed: pl.Expr, continuation: pl.Expr) -> pl.Expr:
         .then(lit(ERROR_OUT))
         .when(needs_confirm)
         .then(confirmed)
-        .when(by_prefix == code["websocket_frame"])
+        .when(by_prefix == CODE["websocket_frame"])
         .then(pl.when(starts("Websocket received frame: opcode=9")).then(lit("ping")).otherwise(by_prefix))
         .when(by_prefix.is_not_null())
         .then(by_prefix)
@@ -114,7 +127,7 @@ def coarse_kind(parsed: pl.Expr, continuation: pl.Expr) -> pl.Expr:
         .then(lit(CONTEXT))
         .otherwise(lit("unknown"))
     )
-    return coded.replace_strict(list(range(len(names))), names, return_dtype=pl.String)
+    return coded.replace_strict(list(range(len(KIND_CODES))), KIND_CODES, return_dtype=pl.String)
 
 
 def session_of(source: pl.Expr) -> pl.Expr:
