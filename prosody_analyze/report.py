@@ -468,10 +468,12 @@ def _redactor(
     jid_domains = sessions.select(pl.col("jid").str.extract(r"@\[?([^/\]]+)")).drop_nulls().unique()
     # Prosody sources such as `conference.meet.example.org:muc` name the host they serve.
     source_hosts = (
-        events.select(pl.col("source").str.extract(r"^([^:\s]+\.[^:\s]+):\w+$"))
-        .drop_nulls()
-        .unique()
+        events.select("source")
+        .filter(pl.col("source").str.contains(":", literal=True))
+        .unique()  # a few `host:module` sources among millions of c2s ids: extract after unique
         .collect()
+        .select(pl.col("source").str.extract(r"^([^:\s]+\.[^:\s]+):\w+$"))
+        .drop_nulls()
     )
     rooms = (
         pl.concat([sessions.select("room"), events.select("room").unique().collect()]).drop_nulls().unique()
