@@ -1,16 +1,19 @@
 """Benchmark: generate a >= 1 GB Prosody debug log (file format) and ingest it.
 
-Prints MB/s and lines/s end to end (events.parquet and sessions.parquet written) and the
-peak RSS of the ingest process, which runs in a child process so generation does not count.
-Everything lives in a temporary directory that is deleted afterwards.
+Prints MB/s and lines/s end to end (events.parquet and sessions.parquet written), the CPU
+seconds and peak RSS of the ingest process (a child process, so generation does not count) and
+the load average, since a busy shared machine slows the wall-clock figures down. Everything
+lives in a temporary directory that is deleted afterwards; ``--log`` reuses (or first writes)
+a log at that path instead, so repeated runs skip the generation.
 
-    .venv/bin/python bench/ingest.py [--size-mb 1024]
+    .venv/bin/python bench/ingest.py [--size-mb 1024] [--log /tmp/prosody-1g.log]
 """
 
 # ruff: noqa: E501  (the templates are Prosody log lines, kept whole)
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import shutil
@@ -111,14 +114,21 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the generated log (MiB)")
+    parser.add_argument("--log", type=Path, help="reuse this generated log (written first if missing)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        log = work / "prosody.log"
-        started = time.perf_counter()
-        lines = generate(log, args.size_mb << 20)
+        log = args.log or work / "prosody.log"
+        if log.exists():
+            with open(log, "rb") as handle:
+                lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b""))
+        else:
+            started = time.perf_counter()
+            lines = generate(log, args.size_mb << 20)
+            print(f"generated {lines:,} lines in {time.perf_counter() - started:.1f} s")
         size = log.stat().st_size
-        print(f"generated {size / 1e6:,.0f} MB, {lines:,} lines in {time.perf_counter() - started:.1f} s")
+        print(f"log: {log} ({size / 1e6:,.0f} MB, {lines:,} lines)")
+        print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         code = (
             "import sys; from pathlib import Path; from prosody_analyze.ingest import ingest; "
             "s = ingest([Path(sys.argv[1])], Path(sys.argv[2]), year=2026); "
@@ -138,10 +148,13 @@ def main() -> None:
         events, sessions = map(int, result.stdout.split())
         if result.stderr.strip():
             print(f"notes: {result.stderr.strip()}")
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = usage.ru_utime + usage.ru_stime
         print(f"ingested {events:,} events, {sessions:,} sessions in {elapsed:.1f} s")
         print(f"throughput: {size / 1e6 / elapsed:,.0f} MB/s, {lines / elapsed:,.0f} lines/s")
-        print(f"peak RSS of the ingest process: {peak_kib / 1024:,.0f} MiB")
+        print(f"CPU time of the ingest process: {cpu:.1f} s ({size / 1e6 / cpu:,.0f} MB per CPU second)")
+        print(f"peak RSS of the ingest process: {usage.ru_maxrss / 1024:,.0f} MiB")
+        print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
