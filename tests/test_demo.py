@@ -13,7 +13,7 @@ def test_quick_demo_via_proxy_records_the_500s_finds_the_burst_and_writes_the_re
         tmp_path / "run", quick=True, via_proxy=True, report_path=report, progress=False,
         hold_s=4.0,
     )
-    assert result.run_seconds < 60
+    assert result.run_seconds < 90, "about 40 s here: a stuck stage would show"
 
     # The 500s nginx gave are in the capture and in the ingested events.
     assert result.http_500 > 0
