@@ -155,3 +155,24 @@ def test_same_input_same_bursts(tmp_path):
     assert [b["start"][11:19] for b in first["bursts"]] == ["12:20:00", "12:40:00"]
     for _ in range(10):
         assert find_bursts(tmp_path, write=False).to_dict() == first
+
+
+def test_console_log_without_times_gives_a_burst_by_line_order(tmp_path):
+    """kubectl logs of the console sink: no times, so the burst is a range of lines of that file."""
+    kinds = ["unknown"] * 2000
+    for line in range(1210, 1240):
+        kinds[line] = "hibernation_timeout"
+    kinds[100] = kinds[1700] = "hibernation_timeout"
+    rows = [
+        {"ts": None, "origin": "server", "kind": kind, "file": "log_server.txt", "message": kind}
+        for kind in kinds
+    ]
+    _write(tmp_path, rows)
+    report = find_bursts(tmp_path)
+    assert report.untimed_files == ["log_server.txt"]
+    [burst] = report.bursts
+    assert burst["start"] is None and burst["peak_rate_per_s"] is None
+    assert burst["file"] == "log_server.txt"
+    assert burst["start_seq"] <= 1211 and burst["end_seq"] >= 1240
+    assert burst["count"] == 30
+    assert burst["server_events"] == {"hibernation_timeout": 30}
