@@ -21,8 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from prosody_analyze.correlate import clock_offset, correlate
-from prosody_analyze.load import load_over_time
+from prosody_analyze.correlate import clock_offset, correlate, load_at_times
 from prosody_analyze.schema import METRIC_SCHEMA, METRICS_FILE, SESSION_SCHEMA, SESSIONS_FILE, conform
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -90,7 +89,7 @@ def main() -> None:
               f"in {time.perf_counter() - began:.1f} s")
 
         began = time.perf_counter()
-        load = load_over_time(sessions)
+        connected, joined, _ = load_at_times(sessions, metrics["ts"])
         load_s = time.perf_counter() - began
         began = time.perf_counter()
         offset = clock_offset(sessions)
@@ -102,8 +101,8 @@ def main() -> None:
         total_s = time.perf_counter() - began
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(f"load_over_time: {load.height:,} load steps in {load_s:.2f} s; "
-          f"peak joined {load['joined'].max():,}")
+    print(f"load_at_times: load at {metrics.height:,} sample times in {load_s:.2f} s; "
+          f"peak joined {joined.max():,}, connected {connected.max():,}")
     print(f"clock_offset: {offset.pairs:,} pairs by {offset.matched_by} in {offset_s:.2f} s; "
           f"offset {offset.seconds:+.3f} s (planted {SKEW_S:+.1f} s)")
     print(f"correlate (read {args.sessions:,} sessions + metrics, load, as-of join, rates, offset, "

@@ -176,3 +176,33 @@ def test_cli_error_is_one_line_exit_2(tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such file" in bad.stderr
+
+
+def test_load_at_times_equals_the_step_table_as_of(tmp_path):
+    """The binary-search count gives what load.load_at(load_over_time) gives, odd sessions included."""
+    import numpy as np
+
+    from prosody_analyze.correlate import load_at_times
+    from prosody_analyze.load import load_at, load_over_time
+
+    rng = np.random.default_rng(4)
+    count = 500
+    offsets = pl.DataFrame({
+        "start_s": rng.integers(0, 600, count), "join_s": rng.integers(0, 10, count),
+        "left_s": rng.integers(-40, 300, count),  # negative: ends before it started; below -30: never left
+    })
+    first = pl.lit(START) + pl.duration(seconds="start_s")
+    sessions = conform(offsets.select(
+        origin=pl.lit("server"),
+        first_ts=first,
+        joined_ts=pl.when(pl.col("join_s") < 8).then(first + pl.duration(seconds="join_s")),
+        left_ts=pl.when(pl.col("left_s") > -30).then(first + pl.duration(seconds="left_s")),
+        last_ts=first + pl.duration(seconds=1),
+    ), SESSION_SCHEMA)
+    times = pl.datetime_range(START - timedelta(seconds=5), START + timedelta(seconds=1000), "3s",
+                              eager=True, time_zone="UTC").alias("ts")
+    connected, joined_now, span = load_at_times(sessions, times)
+    expected = load_at(load_over_time(sessions), times.to_frame())
+    assert connected.to_list() == expected["connected"].to_list()
+    assert joined_now.to_list() == expected["joined"].to_list()
+    assert span == (load_over_time(sessions)["ts"].min(), load_over_time(sessions)["ts"].max())
