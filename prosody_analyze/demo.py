@@ -9,7 +9,8 @@ did; ``bursts`` must find that burst and the report explain it.
 
 Layout of ``out_dir``: ``capture/`` (what ``swarm --local`` leaves: events, metrics.csv,
 prosody.log and Prosody's sandbox), ``nginx/`` (its config and logs), ``analysis/``
-(``ingest`` output and ``demo.json``), and the report (``reports/<date>-demo.html`` by default).
+(``ingest`` output, ``correlated.parquet``, ``fit.json``, ``bursts.json``,
+``demo.json``), and the report (``reports/<date>-demo.html`` by default).
 """
 
 from __future__ import annotations
@@ -240,9 +241,11 @@ def count_http_500(analysis: Path) -> int:
 def analyse(analysis: Path, plan: DemoPlan, result: DemoResult) -> None:
     """The analysis commands on the ingested capture, leaving their files for the report."""
     from .bursts import find_bursts
+    from .correlate import correlate
     from .fit import fit_resource
 
     result.http_500 = count_http_500(analysis)
+    correlate(analysis, out_dir=analysis)  # correlated.parquet: every sample with the load at its time
     found = find_bursts(analysis, bin=plan.burst_bin_s).to_dict()
     result.bursts = [
         {key: burst.get(key) for key in BURST_SUMMARY_KEYS} for burst in found["bursts"]
