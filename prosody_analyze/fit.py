@@ -57,6 +57,7 @@ from scipy import stats
 
 from .errors import UserError
 from .load import load_over_time
+from .metrics import is_counter, rate, read_metrics, read_points
 from .schema import METRICS_FILE, SESSIONS_FILE
 
 FIT_FILE = "fit.json"
@@ -321,8 +322,6 @@ def _read_metric_table(path: Path) -> pl.DataFrame:
         raise UserError(f"{path}: no such file")
     if path.suffix == ".parquet":
         return pl.read_parquet(path)
-    from .metrics import read_metrics
-
     return read_metrics(path, tz=None)
 
 
@@ -341,8 +340,6 @@ def _choose_metric(table: pl.DataFrame, metric: str | None) -> str:
 
 
 def _read_participant_points(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    from .metrics import read_points
-
     participants, values, unit = read_points(path)
     return np.asarray(participants, dtype=float), np.asarray(values, dtype=float), unit or ""
 
@@ -379,6 +376,7 @@ def fit_resource(
     ``source`` is a ``participants,value`` table (CSV), or metrics (an analysis directory, its
     metrics.parquet, a metric file, or a METRIC_SCHEMA frame) with ``load_dir`` the analysis
     directory whose sessions give the load; plateaus are then found by :func:`find_plateaus`.
+    A counter (``…_total``, e.g. CPU seconds) is fitted as its per-second rate (cores).
     ``limit`` is in the metric's base unit (bytes for memory) or a Kubernetes quantity string
     (see :func:`_limit_for`). ``fit.json`` goes to ``out_dir``,
     else ``load_dir``, else ``source`` when it is a directory; nowhere if none applies.
@@ -399,7 +397,11 @@ def fit_resource(
     else:
         table = source if isinstance(source, pl.DataFrame) else _read_metric_table(Path(source))
         name = _choose_metric(table, metric)
-        chosen = table.filter(pl.col("metric") == name)
+        if is_counter(name):  # CPU seconds counted up: fit the rate, in cores
+            chosen = rate(table, name)
+            name = chosen["metric"].first() or name
+        else:
+            chosen = table.filter(pl.col("metric") == name)
         base_unit = (chosen["unit"].drop_nulls().first() or "") if "unit" in chosen.columns else ""
         unit, factor = _display_unit(base_unit)
         # Several label sets (e.g. pods) at one time add up to the resource of the whole service.

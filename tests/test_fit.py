@@ -154,3 +154,19 @@ def test_idle_baseline_before_the_first_join_is_the_zero_point_and_connections_d
     assert plateaus["participants"].to_list() == [0, 100, 200, 300]
     assert plateaus["samples"].to_list()[0] == 4
     assert plateaus["value"][0] == pytest.approx(16.42 * MIB)
+
+
+def test_cpu_counter_is_fitted_as_cores(swarm_analysis, tmp_path):
+    result = fit_resource(swarm_analysis, metric="process_cpu_seconds_total", out_dir=tmp_path)
+    assert result.unit == "cores"
+    assert result.metric == "process_cpu_seconds:rate"
+    # A rate (at most the 2 cores here), not CPU seconds counted since start.
+    assert all(0 <= point["value"] < 2.5 for point in result.points)
+
+
+def test_study_table_with_its_unit_in_the_header(fixtures):
+    result = fit_resource(fixtures / "metrics" / "participants_ram.csv", limit="15000Mi")
+    assert result.unit == "MiB" and result.notes == []
+    assert result.slope == pytest.approx(0.0588, abs=1e-3)
+    assert result.intercept == pytest.approx(16.42, abs=0.2)
+    assert result.capacity["participants"] == pytest.approx((15000 - 16.42) / 0.0588, rel=0.02)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,6 +93,11 @@ def _per_participant(slope: float, unit: str) -> str:
     return f"{slope:.4g} {unit}/participant"
 
 
+def _interval(bounds: list[float]) -> str:
+    low, high = bounds
+    return f"{low:.4g} – {high:.4g}" if math.isfinite(low) and math.isfinite(high) else "not finite"
+
+
 def _print_fit(result: FitResult, console: Console) -> None:
     unit = result.unit
     console.print(f"[bold]{result.metric}[/] = slope × participants + intercept, {result.n} points")
@@ -99,11 +105,11 @@ def _print_fit(result: FitResult, console: Console) -> None:
         console.print(f"[yellow]note[/]: {note}")
     console.print(
         f"slope      {_per_participant(result.slope, unit)}  ± {result.slope_stderr:.3g} {unit} (stderr), "
-        f"95 % CI [{result.slope_ci95[0]:.4g}, {result.slope_ci95[1]:.4g}] {unit}"
+        f"95 % CI {_interval(result.slope_ci95)} {unit}"
     )
     console.print(
         f"intercept  {result.intercept:.4g} {unit}  ± {result.intercept_stderr:.3g}, "
-        f"95 % CI [{result.intercept_ci95[0]:.4g}, {result.intercept_ci95[1]:.4g}] {unit}"
+        f"95 % CI {_interval(result.intercept_ci95)} {unit}"
     )
     console.print(f"R²         {result.r2:.4f}")
     console.print(
