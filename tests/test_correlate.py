@@ -206,3 +206,24 @@ def test_load_at_times_equals_the_step_table_as_of(tmp_path):
     assert connected.to_list() == expected["connected"].to_list()
     assert joined_now.to_list() == expected["joined"].to_list()
     assert span == (load_over_time(sessions)["ts"].min(), load_over_time(sessions)["ts"].max())
+
+
+def test_real_swarm_run_against_local_prosody(tmp_path):
+    """A real ramp (2 batches of 3) on a throwaway Prosody: its own RSS/CPU samples get the load."""
+    from prosody_analyze.ingest import ingest
+
+    command = [sys.executable, "-m", "prosody_analyze", "swarm", "--local", "--rooms", "1",
+               "--participants", "3", "--batches", "2", "--batch-interval", "3s", "--duration", "3s",
+               "--out", str(tmp_path / "capture")]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    analysis = tmp_path / "analysis"
+    ingest([tmp_path / "capture"], analysis, progress=False)
+    result = correlate(analysis, [], out_dir=analysis, every="1s")
+    table = pl.read_parquet(analysis / CORRELATED_FILE)
+    rss = table.filter(pl.col("metric") == "process_resident_memory_bytes")
+    assert rss.height > 3 and set(rss["joined"].drop_nulls()) >= {0, 3, 6}
+    cpu = table.filter(pl.col("metric") == "process_cpu_seconds:rate")
+    assert cpu["unit"].unique().to_list() == ["cores"] and (cpu["value"] >= 0).all()
+    # Same machine, same clock: the estimate is within Prosody's one-second log resolution.
+    assert result.clock is not None and result.clock.pairs == 6 and abs(result.clock.seconds) < 1.0
+    assert result.intervals["joined"].max() == 6 and any(unit == "bytes" for unit in result.units.values())
