@@ -38,6 +38,8 @@ SUMMARY_FILE = "ingest.json"
 BURSTS_FILE = "bursts.json"
 FIT_FILE = "fit.json"
 CORRELATED_FILE = "correlated.parquet"
+# The columns of correlated.parquet the report reads (see prosody_analyze.correlate).
+CORRELATED_COLUMNS = {"ts": None, "metric": None, "labels": None, "value": None, "joined": None}
 
 # Plotted series are binned to at most this many points (the numbers never are).
 MAX_PLOT_POINTS = 1500
@@ -182,7 +184,7 @@ def _check_dir(analysis_dir: Path) -> None:
         )
 
 
-def _checked_table(path: Path, schema: dict[str, pl.DataType]) -> Path:
+def _checked_table(path: Path, schema: dict[str, Any]) -> Path:
     """``path`` if it is a Parquet table with the schema's columns; else one clear error."""
     try:
         present = pl.read_parquet_schema(path)
@@ -310,17 +312,25 @@ def metric_series(metrics: pl.DataFrame) -> list[MetricSeries]:
 
 
 def _scatter(
-    metrics: list[MetricSeries], curve: pl.DataFrame, raw: pl.DataFrame, fit: dict[str, Any] | None
+    metrics: list[MetricSeries],
+    curve: pl.DataFrame,
+    raw: pl.DataFrame,
+    fit: dict[str, Any] | None,
+    correlated: pl.DataFrame | None,
 ) -> dict[str, Any] | None:
     """Each sample of the fitted metric (else the largest RAM series) against the participants joined
-    at that time: the raw cloud the fit's plateau points summarise."""
+    at that time: the raw cloud the fit's plateau points summarise. The pairing is correlate's
+    (correlated.parquet) when it has run, else load.load_at on the load curve."""
     ram = [s for s in metrics if s.group == "RAM"]
     fitted = [s for s in ram if fit and s.metric == fit.get("metric")]
     if not ram or curve.height == 0:
         return None
     chosen = max(fitted or ram, key=lambda s: s.peak)
-    samples = raw.filter((pl.col("metric") == chosen.metric) & (pl.col("labels") == chosen.labels)).sort("ts")
-    joined = load_at(curve, samples)
+    chosen_series = (pl.col("metric") == chosen.metric) & (pl.col("labels") == chosen.labels)
+    if correlated is not None and correlated.filter(chosen_series).height:
+        joined = correlated.filter(chosen_series).drop_nulls("joined").sort("ts")
+    else:
+        joined = load_at(curve, raw.filter(chosen_series).sort("ts"))
     if joined.height == 0:
         return None
     if joined.height > MAX_PLOT_POINTS * 2:
@@ -578,7 +588,13 @@ def build_report(
         notes["fit"] = fit_source
     else:
         fit = redactor.value(fit)
-    scatter = _scatter(series, load_curve, raw_metrics, fit) if raw_metrics is not None else None
+    correlated_path = analysis_dir / CORRELATED_FILE
+    correlated = (
+        pl.read_parquet(_checked_table(correlated_path, CORRELATED_COLUMNS))
+        if correlated_path.is_file()
+        else None
+    )
+    scatter = _scatter(series, load_curve, raw_metrics, fit, correlated) if raw_metrics is not None else None
     if scatter is None:
         notes["scatter"] = "needs a RAM metric and timed participants"
 

@@ -428,3 +428,14 @@ def test_renders_in_headless_chromium(analysis: Path, tmp_path: Path) -> None:
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
     assert "pwned" not in dom.split("<body", 1)[1].split(">", 1)[0]
+
+
+def test_scatter_pairs_samples_with_the_load_or_with_correlate(analysis: Path) -> None:
+    """Each RSS sample gets the load in force (load.load_at), or correlate's pairing when it has run."""
+    own = build_report(analysis).scatter
+    assert max(own["participants"]) == 28 and {0, 10, 20} <= set(own["participants"])
+    samples = pl.read_parquet(analysis / "metrics.parquet").filter(
+        pl.col("metric") == "process_resident_memory_bytes"
+    )
+    samples.with_columns(joined=pl.lit(7, pl.Int64)).write_parquet(analysis / "correlated.parquet")
+    assert set(build_report(analysis).scatter["participants"]) == {7}
