@@ -166,6 +166,7 @@ def test_cli_json_and_table(tmp_path, fixtures):
     table = runner.invoke(app, ["correlate", str(analysis), "--metrics", export, "--every", "2m"],
                           env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "MiB" in table.stdout and "2026-11-28 19:58:00" in table.stdout
+    assert "[bytes]" in table.stdout  # the unit in the header, not eaten as rich markup
 
 
 def test_cli_error_is_one_line_exit_2(tmp_path):

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..correlate import correlate
@@ -42,19 +44,25 @@ def correlate_command(
         return
     console = Console()
     table = Table(title=f"metrics vs participants ({result.load_source} sessions), per {every}, times UTC")
-    table.add_column("time (UTC)")
-    table.add_column("connected", justify="right")
-    table.add_column("joined", justify="right")
-    for series, unit in result.units.items():
-        table.add_column(f"{series} [{unit or '-'}]", justify="right", overflow="fold")
-    for row in result.intervals.iter_rows(named=True):
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("connected", justify="right", no_wrap=True)
+    table.add_column("joined", justify="right", no_wrap=True)
+    # Intervals outside the logged period have no load to show against; they stay in the parquet.
+    rows = result.intervals.filter(pl.col("joined").is_not_null())
+    units = {series: unit for series, unit in result.units.items() if rows[series].null_count() < rows.height}
+    for series, unit in units.items():
+        table.add_column(escape(f"{series} [{unit or '-'}]"), justify="right", overflow="fold")
+    for row in rows.iter_rows(named=True):
         table.add_row(
             row["ts"].strftime("%Y-%m-%d %H:%M:%S"),
             "—" if row["connected"] is None else f"{row['connected']:,}",
             "—" if row["joined"] is None else f"{row['joined']:,}",
-            *(format_value(row[series], unit) for series, unit in result.units.items()),
+            *(format_value(row[series], unit) for series, unit in units.items()),
         )
-    console.print(table)
+    if result.samples_without_load < result.samples:
+        console.print(table)
+    else:
+        console.print(f"no metric sample within {tolerance} of the logged period: wrong --tz or clock?")
     console.print(
         f"{result.samples:,} samples, {result.samples_without_load:,} outside the logged period "
         f"(± {tolerance}) without a load; wrote {result.out_path}"
