@@ -38,7 +38,7 @@ from .units import UNITS, parse_values
 TIME_COLUMNS = {"time", "timestamp", "ts", "date", "datetime", "time (utc)", "_time"}
 POINT_COLUMNS = {"participants", "participant", "users", "clients", "load", "n"}
 GENERIC_VALUE_COLUMNS = {"value", "values", "y", "metric", ""}
-_SERIES_NAME = r"^([A-Za-z_:][A-Za-z0-9_:]*)\{(.*)\}$"
+_SERIES_NAME = r"^([A-Za-z_:][A-Za-z0-9_:]*)?\{(.*)\}$"
 _SAMPLE_LINE = (
     r"^(?P<metric>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+(?P<ts>\S+))?\s*$"
 )
@@ -89,11 +89,12 @@ def _times(column: pl.Expr, sample: pl.Series, tz: str | None) -> pl.Expr:
 
 
 def _series_name(name: pl.Expr, stem: str) -> tuple[pl.Expr, pl.Expr]:
-    """(metric, labels) from a column header: ``name{k="v"}``, else the header (``value`` -> file stem)."""
-    parts = name.str.extract_groups(_SERIES_NAME)
-    bare = pl.when(name.str.strip_chars().str.to_lowercase().is_in(list(GENERIC_VALUE_COLUMNS))).then(
-        pl.lit(stem)
-    ).otherwise(name.str.strip_chars())
+    """(metric, labels) of a header: ``name{k="v"}``, ``{k="v"}`` or a legend (``value`` -> file stem)."""
+    header = name.str.strip_chars()
+    parts = header.str.extract_groups(_SERIES_NAME)
+    labelled = parts.struct.field("2").is_not_null()
+    generic = labelled | header.str.to_lowercase().is_in(list(GENERIC_VALUE_COLUMNS))
+    bare = pl.when(generic).then(pl.lit(stem)).otherwise(header)
     return pl.coalesce(parts.struct.field("1"), bare), parts.struct.field("2").fill_null("")
 
 

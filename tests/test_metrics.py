@@ -191,3 +191,13 @@ def test_prometheus_vector_answer(tmp_path):
     table = read_metrics(path)
     assert table.row(0, named=True)["labels"] == 'job="prosody"'
     assert table["ts"][0] == datetime(2026, 11, 28, 21, 3, 3, 500000, tzinfo=UTC)
+
+
+def test_grafana_header_with_labels_only_takes_the_file_name(tmp_path):
+    path = tmp_path / "wss.csv"
+    path.write_text('"Time","{container=""prosody"",pod=""prosody-1""}"\r\n1795899783000,17000000\r\n')
+    table = read_metrics(path)
+    assert table.row(0, named=True) | {"file": None} == {
+        "ts": datetime(2026, 11, 28, 21, 3, 3, tzinfo=UTC), "metric": "wss",
+        "labels": 'container="prosody",pod="prosody-1"', "value": 17e6, "unit": "", "file": None,
+    }
