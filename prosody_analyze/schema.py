@@ -19,6 +19,7 @@ ORIGINS = ["server", "client"]
 
 # Event kinds, in the order a participant normally goes through them, then the rest.
 EVENT_KINDS = [
+    "connecting",  # the load client starts opening a connection (so connect time is measured)
     "connection_opened",  # TCP/WebSocket connection accepted (server) or opened (client)
     "websocket_frame",  # a WebSocket frame received by mod_websocket
     "authenticated",  # SASL success (`Authenticated as JID`)

@@ -14,6 +14,7 @@ import polars as pl
 from .schema import SESSION_SCHEMA, STAGE_KIND, STAGES, conform
 
 LIFECYCLE_KINDS = [
+    "connecting",
     "connection_opened",
     "authenticated",
     "resource_bound",

@@ -54,7 +54,7 @@ def test_two_rooms_of_five_join_leave_and_the_capture_ingests(local_prosody, tmp
     assert sorted(per_participant) == [f"{room}-{i}" for room in (0, 1) for i in range(5)]
     for kinds in per_participant.values():
         # no Jicofo here: Prosody answers the conference request with an error, and the join goes on
-        assert kinds == ["connection_opened", "authenticated", "resource_bound", "sm_enabled",
+        assert kinds == ["connecting", "connection_opened", "authenticated", "resource_bound", "sm_enabled",
                          "conference_request", "conference_error", "muc_join_sent", "muc_joined",
                          "disconnected"]
     joined = [e for e in events if e["kind"] == "muc_joined"]
@@ -71,6 +71,9 @@ def test_two_rooms_of_five_join_leave_and_the_capture_ingests(local_prosody, tmp
     sessions = sessions.filter(pl.col("origin") == "client")
     assert sessions.height == 10
     assert sessions["outcome"].to_list() == ["joined"] * 10
+    # Every stage is timed, the WebSocket open included (the capture records the attempt).
+    for stage in ("connect_s", "auth_s", "bind_s", "join_s"):
+        assert (sessions[stage] > 0).all(), stage
 
 
 def test_a_jxs_config_runs_as_is_from_the_command_line(local_prosody, tmp_path):

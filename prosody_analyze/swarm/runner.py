@@ -253,6 +253,7 @@ class Swarm:
                 self.first_attempt_mono = began
             if config.conference_over_http:
                 await self._http_conference_request(planned)
+            self._write(planned, Event("connecting", message="opening the WebSocket", level="debug"))
             try:
                 ws = await self._open(planned, number)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ValueError) as error:
