@@ -152,12 +152,35 @@ def _fold_tracebacks(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _iq_in(rows: pl.DataFrame) -> pl.DataFrame:
+    to_focus = msg.str.contains("to='focus.", literal=True)
+    return rows.with_columns(
+        kind=pl.when(to_focus).then(pl.lit("conference_request")).otherwise(pl.lit("unknown"))
+    )
+
+
 @dataclass
 class RefineState:
     """What one chunk of a file leaves for its next chunks."""
 
     # "<c2s id> <room@muc/nick>" already asked to join: later presences there are status updates.
     asked: pl.Series = field(default_factory=lambda: pl.Series("key", [], pl.String))
+
+
+def _presence_in(rows: pl.DataFrame) -> pl.DataFrame:
+    """A presence without type to ``room@muc/nick`` is a join request, or a status update once joined.
+
+    Only the first per session and occupant in these rows is a join; :func:`drop_repeated_joins`
+    sees to later chunks of the file.
+    """
+    rows = rows.with_columns(occupant=msg.str.extract(OCCUPANT_TO, 1))
+    request = ~msg.str.contains("type='", literal=True) & pl.col("occupant").is_not_null()
+    key = pl.when(request).then(pl.concat_str("session", pl.lit(" "), "occupant"))
+    first = request & key.is_first_distinct()
+    return rows.with_columns(
+        kind=pl.when(first).then(pl.lit("muc_join_sent")).otherwise(pl.lit("unknown")),
+        room=pl.when(first).then(pl.col("occupant").str.extract(r"^([^@]+)@", 1)),
+    ).drop("occupant")
 
 
 def drop_repeated_joins(events: pl.DataFrame, state: RefineState) -> pl.DataFrame:
@@ -179,11 +202,76 @@ def drop_repeated_joins(events: pl.DataFrame, state: RefineState) -> pl.DataFram
     )
 
 
+def _message_out(rows: pl.DataFrame) -> pl.DataFrame:
+    """The room's subject goes to an occupant once, right after its self-presence: it has joined."""
+    sender = msg.str.extract(r" from='([^']*)'", 1)
+    subject = msg.str.contains("type='groupchat'", literal=True) & ~sender.str.contains("/", literal=True)
+    return rows.with_columns(
+        kind=pl.when(subject).then(pl.lit("muc_joined")).otherwise(pl.lit("unknown")),
+        room=pl.when(subject).then(sender.str.extract(r"^([^@]+)@", 1)),
+    )
+
+
+def _error_out(rows: pl.DataFrame) -> pl.DataFrame:
+    """An error reply: from focus to a conference request, else a stanza error (from a room: join refused)."""
+    sender = msg.str.extract(r" from='([^']*)'", 1)
+    from_focus = msg.str.starts_with("Sending[c2s]: <iq ") & sender.str.starts_with("focus.")
+    return rows.with_columns(
+        kind=pl.when(from_focus).then(pl.lit("conference_error")).otherwise(pl.lit("stanza_error")),
+        room=pl.when(sender.str.contains("/", literal=True)).then(sender.str.extract(r"^([^@]+)@", 1)),
+        error=pl.coalesce("context_text", pl.lit("error reply")),
+    )
+
+
 JID_PATTERNS = {
     "authenticated": r"^Authenticated as (\S+)",
     "resource_bound": r"^Resource bound: (\S+)",
     "session_destroyed": r"^(?:Destroying session for |Unbinding resource for "
     r"|Destroying unbound session for <?)([^ >()]+@[^ >()]+)",
+}
+
+
+def _jid(pattern: str):
+    return lambda rows: rows.with_columns(jid=msg.str.extract(pattern, 1))
+
+
+def _http_request(rows: pl.DataFrame) -> pl.DataFrame:
+    request = msg.str.extract_groups(r"^Firing event: ([A-Z]+) (\S+)")
+    return rows.with_columns(http_method=request.struct.field("1"), http_path=request.struct.field("2"))
+
+
+def _traceback(rows: pl.DataFrame) -> pl.DataFrame:
+    """Prosody answers HTTP 500 exactly when an HTTP handler fails with ``Traceback[httpserver]``."""
+    return rows.with_columns(
+        kind=pl.lit("traceback"),
+        level=pl.col("level").fill_null("error"),
+        error=msg.str.split("\n").list.first(),
+        http_status=pl.when(msg.str.starts_with("Traceback[httpserver]")).then(pl.lit(500, pl.Int16)),
+    )
+
+
+def _orphan(rows: pl.DataFrame) -> pl.DataFrame:
+    """A continuation with no traceback above it (in this chunk): a traceback, unless it is blank."""
+    blank = msg.str.strip_chars() == ""
+    return _traceback(rows).with_columns(
+        kind=pl.when(blank).then(pl.lit("unknown")).otherwise(pl.col("kind")),
+        level=pl.when(blank).then(None).otherwise(pl.col("level")),
+        error=pl.when(blank).then(None).otherwise(pl.col("error")),
+    )
+
+
+HANDLERS = {
+    IQ_IN: _iq_in,
+    PRESENCE_IN: _presence_in,
+    MESSAGE_OUT: _message_out,
+    ERROR_OUT: _error_out,
+    **{kind: _jid(pattern) for kind, pattern in JID_PATTERNS.items()},
+    "http_request": _http_request,
+    "traceback": _traceback,
+    CONTINUATION: _orphan,
+    "hibernation_timeout": lambda rows: rows.with_columns(error=pl.lit("smacks hibernation timeout")),
+    UNPARSED: lambda rows: rows.with_columns(kind=pl.lit("unknown")),
+    CONTEXT: lambda rows: rows.with_columns(kind=pl.lit("unknown")),
 }
 OUTPUT = {
     "jid": pl.String,
@@ -193,91 +281,6 @@ OUTPUT = {
     "http_path": pl.String,
     "http_status": pl.Int16,
 }
-
-
-def _room_of(address: pl.Expr) -> pl.Expr:
-    return address.str.extract(r"^([^@]+)@", 1)
-
-
-def _final_columns(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Each provisional kind's final kind and fields, as one query over all the detail rows.
-
-    One query rather than one per kind: the rows are few, and every separate polars call waits
-    for the thread pool, which on a busy machine costs more than the work.
-    """
-
-    def kind_is(*names: str) -> pl.Expr:
-        return kind_col.is_in(list(names))
-
-    sender = msg.str.extract(r" from='([^']*)'", 1)
-    occupant = msg.str.extract(OCCUPANT_TO, 1)
-    # A presence without type to room@muc/nick is a join request, or a status update once joined:
-    # only the first per session and occupant is a join (`drop_repeated_joins` sees to later chunks).
-    request = kind_is(PRESENCE_IN) & ~msg.str.contains("type='", literal=True) & occupant.is_not_null()
-    join_key = pl.when(request).then(pl.concat_str("session", pl.lit(" "), occupant))
-    join_sent = request & join_key.is_first_distinct()
-    # The room's subject goes to an occupant once, right after its self-presence: it has joined.
-    subject = (
-        kind_is(MESSAGE_OUT)
-        & msg.str.contains("type='groupchat'", literal=True)
-        & ~sender.str.contains("/", literal=True)
-    )
-    # An error reply: from focus to a conference request, else a stanza error (from a room: join refused).
-    from_focus = msg.str.starts_with("Sending[c2s]: <iq ") & sender.str.starts_with("focus.")
-    # Prosody answers HTTP 500 exactly when an HTTP handler fails with ``Traceback[httpserver]``.
-    # A continuation with no traceback above it (in this chunk) is a traceback, unless it is blank.
-    failure = kind_is("traceback", CONTINUATION)
-    blank_orphan = kind_is(CONTINUATION) & (msg.str.strip_chars() == "")
-    kind = (
-        pl.when(kind_is(IQ_IN))
-        .then(
-            pl.when(msg.str.contains("to='focus.", literal=True))
-            .then(pl.lit("conference_request"))
-            .otherwise(pl.lit("unknown"))
-        )
-        .when(kind_is(PRESENCE_IN))
-        .then(pl.when(join_sent).then(pl.lit("muc_join_sent")).otherwise(pl.lit("unknown")))
-        .when(kind_is(MESSAGE_OUT))
-        .then(pl.when(subject).then(pl.lit("muc_joined")).otherwise(pl.lit("unknown")))
-        .when(kind_is(ERROR_OUT))
-        .then(pl.when(from_focus).then(pl.lit("conference_error")).otherwise(pl.lit("stanza_error")))
-        .when(failure)
-        .then(pl.when(blank_orphan).then(pl.lit("unknown")).otherwise(pl.lit("traceback")))
-        .when(kind_is(UNPARSED, CONTEXT))
-        .then(pl.lit("unknown"))
-        .otherwise(kind_col)
-    )
-    jid = pl.lit(None, pl.String)
-    for name, pattern in JID_PATTERNS.items():
-        jid = pl.when(kind_col == name).then(msg.str.extract(pattern, 1)).otherwise(jid)
-    request_line = msg.str.extract_groups(r"^Firing event: ([A-Z]+) (\S+)")
-    http = kind_col == "http_request"
-    return rows.with_columns(
-        kind=kind,
-        room=pl.when(join_sent)
-        .then(_room_of(occupant))
-        .when(subject)
-        .then(_room_of(sender))
-        .when(kind_is(ERROR_OUT) & sender.str.contains("/", literal=True))
-        .then(_room_of(sender)),
-        jid=jid,
-        error=pl.when(kind_is(ERROR_OUT))
-        .then(pl.coalesce("context_text", pl.lit("error reply")))
-        .when(failure & ~blank_orphan)
-        .then(msg.str.split("\n").list.first())
-        .when(kind_col == "hibernation_timeout")
-        .then(pl.lit("smacks hibernation timeout")),
-        level=pl.when(blank_orphan)
-        .then(None)
-        .when(failure)
-        .then(pl.col("level").fill_null("error"))
-        .otherwise(pl.col("level")),
-        http_status=pl.when(failure & msg.str.starts_with("Traceback[httpserver]")).then(
-            pl.lit(500, pl.Int16)
-        ),
-        http_method=pl.when(http).then(request_line.struct.field("1")),
-        http_path=pl.when(http).then(request_line.struct.field("2")),
-    )
 
 
 def refine(rows: pl.DataFrame) -> pl.DataFrame:
@@ -296,5 +299,10 @@ def refine(rows: pl.DataFrame) -> pl.DataFrame:
     ).drop("raw_a")
     rows = _fold_tracebacks(rows)
     previous_is_context = (pl.col("seq").shift(1) == pl.col("seq") - 1) & (kind_col.shift(1) == CONTEXT)
-    rows = rows.lazy().with_columns(context_text=pl.when(previous_is_context).then(msg.shift(1)))
-    return _final_columns(rows).drop("context_text").collect()
+    rows = rows.with_columns(context_text=pl.when(previous_is_context).then(msg.shift(1)))
+    parts = [
+        HANDLERS[kind](group) if kind in HANDLERS else group
+        for (kind,), group in rows.group_by("kind", maintain_order=True)
+    ]
+    refined = pl.concat(parts, how="vertical_relaxed").sort("seq") if parts else rows
+    return refined.drop("context_text")
