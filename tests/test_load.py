@@ -37,3 +37,16 @@ def test_prefers_client_sessions_over_server_ones():
     ])
     assert load_over_time(table)["connected"].max() == 1
     assert load_over_time(table.filter(pl.col("origin") == "server"))["connected"].max() == 2
+
+
+def test_a_leave_and_a_join_at_the_same_instant_give_one_step_with_the_net_load():
+    table = sessions([
+        {"origin": "client", "session": "a", "first_ts": at(0), "joined_ts": at(0), "left_ts": at(10),
+         "last_ts": at(10)},
+        {"origin": "client", "session": "b", "first_ts": at(10), "joined_ts": at(10), "left_ts": at(20),
+         "last_ts": at(20)},
+    ])
+    load = load_over_time(table)
+    assert load["ts"].to_list() == [at(0), at(10), at(20)]
+    assert load["connected"].to_list() == [1, 1, 0]
+    assert load["joined"].to_list() == [1, 1, 0]
