@@ -170,14 +170,16 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
 
     def parse_chunk(chunk: bytes, first_seq: int) -> tuple[pl.DataFrame, dict, Path]:
         """Both passes on one chunk, in a worker thread (polars releases the GIL)."""
-        batch = module.pass1(read_fields(chunk, first_seq), context).collect()
+        ascii = chunk.isascii()  # a quick scan that spares lossy decoding and the U+FFFD count
+        batch = module.pass1(read_fields(chunk, first_seq, ascii), context).collect()
         detail = batch.filter(pl.col("detail")).drop("detail")
         detail = conform(prosody_server.refine(detail).with_columns(file=file_column), EVENT_SCHEMA)
         # Written out, not kept: frames filtered from a chunk would hold on to all of its strings.
         part = _scratch_file(scratch, "lifecycle-")
         detail.drop("message").write_parquet(part, compression="lz4")
         rest = conform(batch.filter(~pl.col("detail")).with_columns(file=file_column), EVENT_SCHEMA)
-        return pl.concat([rest, detail]).sort("seq"), _figures(batch), part  # sort: strings not copied
+        figures = _figures(batch, count_invalid=not ascii)
+        return pl.concat([rest, detail]).sort("seq"), figures, part  # sort: strings not copied
 
     def in_order(done: Future) -> pl.DataFrame:
         events, figures, part = done.result()
@@ -214,14 +216,15 @@ def _select(events: pl.DataFrame, with_columns: list[str] | None, predicate: pl.
     return events.select(with_columns) if with_columns else events
 
 
-def _figures(batch: pl.DataFrame) -> dict:
-    """A pass-1 chunk's share of the file's figures."""
+def _figures(batch: pl.DataFrame, count_invalid: bool = True) -> dict:
+    """A pass-1 chunk's share of the file's figures (an ASCII chunk has no invalid UTF-8 to count)."""
+    invalid = pl.col("message").str.contains("\ufffd", literal=True).sum() if count_invalid else pl.lit(0)
     return batch.select(
         pl.col("seq").max().alias("lines"),
         (pl.col("kind") == prosody_server.UNPARSED).sum().alias("unparsed"),
         pl.col("ts").min().alias("first_ts"),
         pl.col("ts").max().alias("last_ts"),
-        pl.col("message").str.contains("\ufffd", literal=True).sum().alias("invalid_utf8_lines"),
+        invalid.alias("invalid_utf8_lines"),
     ).row(0, named=True)
 
 

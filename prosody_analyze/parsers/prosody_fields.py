@@ -14,15 +14,18 @@ from .source import KUBECTL_PREFIX, KUBECTL_TIME, Wrapping
 FIELDS = ["a", "b", "c", "d"]
 
 
-def read_fields(chunk: bytes, first_seq: int) -> pl.LazyFrame:
-    """Whole lines as fields ``a``..``d`` (null when absent or empty), numbered from ``first_seq``."""
+def read_fields(chunk: bytes, first_seq: int, ascii: bool = False) -> pl.LazyFrame:
+    """Whole lines as fields ``a``..``d`` (null when absent or empty), numbered from ``first_seq``.
+
+    ``ascii``: the caller saw that the chunk is plain ASCII, so the cheaper strict decoder will do.
+    """
     fields = pl.read_csv(
         chunk,
         has_header=False,
         separator="\t",
         quote_char=None,
         truncate_ragged_lines=True,
-        encoding="utf8-lossy",
+        encoding="utf8" if ascii else "utf8-lossy",
         schema=dict.fromkeys(FIELDS, pl.String),
         missing_columns="insert",
         raise_if_empty=False,
