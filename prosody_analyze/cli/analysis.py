@@ -35,7 +35,8 @@ def bursts_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print bursts.json instead of tables.")] = False,
 ) -> None:
     """Find bursts of errors (HTTP 500s, stanza errors, timeouts…) and known failure signatures."""
-    report = find_bursts(analysis_dir, bin=bin, alpha=alpha)
+    with Console(stderr=True).status("finding error bursts…"):
+        report = find_bursts(analysis_dir, bin=bin, alpha=alpha)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
