@@ -479,7 +479,7 @@ def _summary_html(report: Report) -> str:
         ("Load curve from", s["load_origin"]),
         (
             "Events",
-            f"{s['events']:,} ({s['unrecognised_events']:,} not recognised, "
+            f"{s['events']:,} ({s['unrecognised_events']:,} of kind unknown (routine debug lines), "
             f"{s['unparsed_lines']:,} unparsed lines)",
         ),
         ("Tool version", ", ".join(s["tool_versions"]) or "not recorded (logs only)"),
