@@ -45,7 +45,8 @@ SIGNATURES = [
         "smacks_hibernation_timeout",
         "stream-management sessions hibernated until timeout: clients vanished without closing "
         "(crashed, killed or cut off), and their memory is held until then",
-        texts=("hibernation timeout reached", "hibernating too long"),
+        # one line per session: its "Destroying session for hibernating too long" follows it
+        texts=("hibernation timeout reached",),
         kinds=("hibernation_timeout",),
     ),
     Signature(
