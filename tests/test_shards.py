@@ -4,6 +4,7 @@ gives it. Each shard runs the very command line that pod K of the `swarm-job` ma
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -108,6 +109,10 @@ def test_merged_shards_have_the_totals_of_one_process_running_the_whole_plan(run
     assert pairs == sorted(zip(whole["participant"], whole["room"], strict=True))
     assert {room for _, room in pairs} == {f"{runs['prefix']}-{room}" for room in range(ROOMS)}
     assert events.filter(pl.col("kind") == "muc_joined").height == ROOMS * PARTICIPANTS
+    # Each shard's run is listed once, completed (its start manifest is superseded by the end one).
+    captures = json.loads((runs["tmp"] / merged / "ingest.json").read_text())["captures"]
+    assert sorted(c["shard"] for c in captures) == [f"{k}/{SHARDS}" for k in range(SHARDS)]
+    assert all(c["end"] for c in captures)
 
 
 @pytest.mark.parametrize("merged", ["analysis-kubectl", "analysis-per-pod"])

@@ -73,8 +73,12 @@ MANIFEST_PREFIX = "manifest "
 
 
 def manifests(events: pl.DataFrame) -> list[dict]:
-    """Manifests a capture streamed to stdout (``swarm --out -``) carries as ``run_info`` lines."""
-    found = []
+    """Manifests a capture streamed to stdout (``swarm --out -``) carries as ``run_info`` lines.
+
+    A run writes its manifest at the start and again, completed, at the end: the later one of
+    each (shard, start) replaces the earlier, so one run counts once.
+    """
+    found: dict[tuple, dict] = {}
     lines = events.filter((pl.col("kind") == "run_info") & pl.col("message").str.starts_with(MANIFEST_PREFIX))
     for text in lines["message"]:
         try:
@@ -82,5 +86,5 @@ def manifests(events: pl.DataFrame) -> list[dict]:
         except ValueError:
             continue
         if isinstance(manifest, dict):
-            found.append(manifest)
-    return found
+            found[(manifest.get("shard"), manifest.get("start"))] = manifest
+    return list(found.values())
