@@ -14,7 +14,7 @@ import polars as pl
 
 from .context import FileContext
 from .prosody_fields import continues, joined, unwrap_head
-from .prosody_server import DETAIL_KINDS, LEVEL_NAMES, coarse_kind, prefix_code, session_of
+from .prosody_server import LEVEL_NAMES, provisional_rows
 
 NAME = "prosody-console"
 LINE_RE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\S+\s+(?:debug|info|warn|error)\t")
@@ -45,19 +45,5 @@ def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
         message=pl.when(parsed).then(joined("b", "c").fill_null("")).otherwise(joined("c", "d")),
         parsed=parsed,
         raw_a=pl.when(~parsed).then(head),
-    ).with_columns(prefix_code=prefix_code())
-    kind = coarse_kind(pl.col("parsed"), continuation, pl.col("prefix_code"))
-    keep = [
-        "seq",
-        "ts",
-        "source",
-        "level",
-        "message",
-        "raw_a",
-        *(["shard"] if context.wrapping.kubectl_prefix else []),
-    ]
-    return frame.select(
-        *keep,
-        kind.alias("kind"),
-        session_of(pl.col("source")).alias("session"),
-    ).with_columns(detail=pl.col("kind").is_in(DETAIL_KINDS), origin=pl.lit("server"))
+    )
+    return provisional_rows(frame, continuation, context)

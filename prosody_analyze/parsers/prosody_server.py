@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from .context import FileContext
+
 LEVEL_NAMES = ["debug", "info", "warn", "error"]
 # Provisional kinds of pass 1, resolved by `refine`.
 IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT = "iq_in", "presence_in", "message_out", "error_out"
@@ -306,3 +308,16 @@ def refine(rows: pl.DataFrame) -> pl.DataFrame:
     ]
     refined = pl.concat(parts, how="vertical_relaxed").sort("seq") if parts else rows
     return refined.drop("context_text")
+
+
+def provisional_rows(frame: pl.LazyFrame, continuation: pl.Expr, context: FileContext) -> pl.LazyFrame:
+    """Common end of pass 1 for both Prosody sinks: provisional kind, session and detail flag."""
+    frame = frame.with_columns(prefix_code=prefix_code())
+    kind = coarse_kind(pl.col("parsed"), continuation, pl.col("prefix_code"))
+    keep = ["seq", "ts", "source", "level", "message", "raw_a",
+            *(["shard"] if context.wrapping.kubectl_prefix else [])]
+    return frame.select(
+        *keep,
+        kind.alias("kind"),
+        session_of(pl.col("source")).alias("session"),
+    ).with_columns(detail=pl.col("kind").is_in(DETAIL_KINDS), origin=pl.lit("server"))
