@@ -141,3 +141,21 @@ def test_conference_requests_are_answered_ready_as_jicofo_would(tmp_path):
     assert answer.get("type") == "result" and answer.get("id") == "conf1"
     conference = answer.find("{http://jitsi.org/protocol/focus}conference")
     assert conference is not None and conference.get("ready") == "true"
+
+
+def test_generational_gc_is_configured_and_the_server_still_serves_rooms(tmp_path):
+    """The benchmark's --prosody-gc reaches Prosody's config, and Prosody accepts it."""
+    with LocalProsody(tmp_path, gc_mode="generational") as prosody:
+        assert re.search(r'^gc = \{ mode = "generational" \}$', prosody.config_path.read_text(), re.M)
+
+        async def scenario():
+            ws, presence = await join_room(prosody.websocket_url, prosody.domain, f"gc@{prosody.muc}", "n")
+            await ws.close()
+            return presence
+
+        assert asyncio.run(scenario()).get("type") != "error"
+
+
+def test_unknown_gc_mode_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="generational or incremental"):
+        LocalProsody(tmp_path, gc_mode="fast")
