@@ -362,13 +362,21 @@ def test_quantities() -> None:
     assert parse_quantity("2") == 2
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "prosody_analyze", "report", *args],
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=cwd,
     )
+
+
+def test_cli_writes_to_reports_by_default(analysis: Path, tmp_path: Path) -> None:
+    done = _cli(str(analysis), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = list((tmp_path / "reports").glob("*-prosody.html"))
+    assert len(written) == 1 and json.loads(done.stdout)["size_bytes"] == written[0].stat().st_size
 
 
 def test_cli_json_and_errors(analysis: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +21,11 @@ def report_command(
         Path, typer.Argument(help="Directory written by `ingest` (and the analysis commands).")
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="File to write, e.g. reports/2026-11-28-prosody.html.")
-    ],
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File to write (default: reports/<UTC date>-prosody.html, or .md)."
+        ),
+    ] = None,
     format: Annotated[
         str,
         typer.Option(
@@ -40,6 +44,9 @@ def report_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Write the incident-review report: summary, load, latency, resources, fit, error bursts, failures."""
+    if out is None:
+        suffix = "md" if format == "markdown" else "html"
+        out = Path("reports") / f"{datetime.now(UTC):%Y-%m-%d}-prosody.{suffix}"
     console = Console(stderr=True)
     with console.status("writing report", spinner="dots") if not as_json else contextlib.nullcontext():
         result = write_report(
