@@ -177,8 +177,10 @@ def _counts(frame: pl.DataFrame, column: str) -> dict[str, dict[str, int]]:
 
 
 def _distinct(frame: pl.DataFrame, column: str) -> dict[int, list[Any]]:
-    rows = frame.filter(pl.col(column).is_not_null()).group_by("burst").agg(
-        pl.col(column).unique().sort().head(MAX_LISTED)
+    rows = (
+        frame.filter(pl.col(column).is_not_null())
+        .group_by("burst")
+        .agg(pl.col(column).unique().sort().head(MAX_LISTED))
     )
     return dict(rows.iter_rows())
 
@@ -230,7 +232,14 @@ def find_bursts(
     context = (
         events.filter(is_error() | _server_context())
         .select(
-            "ts", "file", "seq", "origin", "batch", "room", "kind", "http_status",
+            "ts",
+            "file",
+            "seq",
+            "origin",
+            "batch",
+            "room",
+            "kind",
+            "http_status",
             example_text().alias("message"),
             is_error().alias("is_error"),
             pl.col("kind").cast(pl.String).replace_strict(ERROR_FAMILIES, default="other").alias("family"),
@@ -248,8 +257,10 @@ def find_bursts(
             files.select(pl.col("file").alias("group"), pl.col("bins").cast(pl.Int64)),
         ]
     )
-    counts = errors.group_by("group", "family", "bin").agg(pl.len().cast(pl.Int64).alias("n")).join(
-        group_bins, on="group"
+    counts = (
+        errors.group_by("group", "family", "bin")
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .join(group_bins, on="group")
     )
     tested = _flag(counts, alpha) if counts.height else counts
     baseline_by_family: dict[str, float] = {}
@@ -291,9 +302,15 @@ def _describe(
     bin_s: float,
 ) -> list[dict[str, Any]]:
     """The per-burst figures of the module docstring, one dict per burst in time order."""
-    windows = burst_bins.group_by("burst").agg(
-        pl.col("group").first(), pl.col("bin").min().alias("first_bin"), pl.col("bin").max().alias("last_bin")
-    ).sort("burst")
+    windows = (
+        burst_bins.group_by("burst")
+        .agg(
+            pl.col("group").first(),
+            pl.col("bin").min().alias("first_bin"),
+            pl.col("bin").max().alias("last_bin"),
+        )
+        .sort("burst")
+    )
     inside = context.join(burst_bins, on=["group", "bin"])
     errors = inside.filter("is_error").sort("ts", "file", "seq", nulls_last=True)
     server = inside.filter(_server_context())
@@ -303,11 +320,17 @@ def _describe(
     )
     per_bin = errors.group_by("burst", "bin").len().group_by("burst").agg(pl.col("len").max().alias("peak"))
     # Expected count: every family's baseline over the burst's bins; p: the strongest flagged bin.
-    lam = tested.group_by("group", "family").agg(pl.col("lam").first()).group_by("group").agg(
-        pl.col("lam").sum().alias("lam_all")
+    lam = (
+        tested.group_by("group", "family")
+        .agg(pl.col("lam").first())
+        .group_by("group")
+        .agg(pl.col("lam").sum().alias("lam_all"))
     )
-    strongest = tested.filter("flagged").join(burst_bins, on=["group", "bin"]).group_by("burst").agg(
-        pl.col("p").min()
+    strongest = (
+        tested.filter("flagged")
+        .join(burst_bins, on=["group", "bin"])
+        .group_by("burst")
+        .agg(pl.col("p").min())
     )
     table = (
         windows.join(summary, on="burst", how="left")

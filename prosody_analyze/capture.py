@@ -31,8 +31,18 @@ PROSODY_LOG = "prosody.log"
 CAPTURE_MARK = "capture"
 CAPTURE_VERSION = 1
 CLIENT_FIELDS = (
-    "ts", "kind", "participant", "room", "jid", "stage", "http_status", "error",
-    "message", "shard", "batch", "level",
+    "ts",
+    "kind",
+    "participant",
+    "room",
+    "jid",
+    "stage",
+    "http_status",
+    "error",
+    "message",
+    "shard",
+    "batch",
+    "level",
 )
 
 

@@ -79,8 +79,13 @@ class ClockOffset:
     resolution_s: float  # 1.0 when server times are whole seconds (file log), else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "pairs": self.pairs, "matched_by": self.matched_by,
-                "spread_s": self.spread_s, "resolution_s": self.resolution_s}
+        return {
+            "seconds": self.seconds,
+            "pairs": self.pairs,
+            "matched_by": self.matched_by,
+            "spread_s": self.spread_s,
+            "resolution_s": self.resolution_s,
+        }
 
 
 def clock_offset(sessions: pl.DataFrame) -> ClockOffset | None:
@@ -122,8 +127,9 @@ def clock_offset(sessions: pl.DataFrame) -> ClockOffset | None:
         seconds=(pl.col("joined_ts") - pl.col("joined_ts_server")).dt.total_microseconds() / 1e6
     )["seconds"]
     spread = differences.quantile(0.75) - differences.quantile(0.25)
-    return ClockOffset(float(differences.median()), pairs.height, matched_by, float(spread),
-                       1.0 if whole_seconds else 0.0)
+    return ClockOffset(
+        float(differences.median()), pairs.height, matched_by, float(spread), 1.0 if whole_seconds else 0.0
+    )
 
 
 @dataclass
@@ -276,4 +282,3 @@ def correlate(
         out_path=out_path,
         files=[str(p) for p in metric_paths] + ([str(own)] if own.is_file() else []),
     )
-

@@ -37,8 +37,16 @@ MUC = f"conference.{DOMAIN}"
 SAMPLE_INTERVAL_S = 1.0
 MAX_SETTLE_S = 10.0
 MAX_BURST_BIN_S = 10.0
-BURST_SUMMARY_KEYS = ("start", "end", "count", "peak_rate_per_s", "kinds", "http_statuses",
-                      "participants_connected_at_start", "signatures")
+BURST_SUMMARY_KEYS = (
+    "start",
+    "end",
+    "count",
+    "peak_rate_per_s",
+    "kinds",
+    "http_statuses",
+    "participants_connected_at_start",
+    "signatures",
+)
 
 
 @dataclass
@@ -247,9 +255,7 @@ def analyse(analysis: Path, plan: DemoPlan, result: DemoResult) -> None:
     result.http_500 = count_http_500(analysis)
     correlate(analysis, out_dir=analysis)  # correlated.parquet: every sample with the load at its time
     found = find_bursts(analysis, bin=plan.burst_bin_s).to_dict()
-    result.bursts = [
-        {key: burst.get(key) for key in BURST_SUMMARY_KEYS} for burst in found["bursts"]
-    ]
+    result.bursts = [{key: burst.get(key) for key in BURST_SUMMARY_KEYS} for burst in found["bursts"]]
     try:
         fitted = fit_resource(analysis, metric=RSS_METRIC, settle_s=plan.settle_s)
     except UserError as error:  # too few plateaus (e.g. every join refused): the report says so

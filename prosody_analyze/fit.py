@@ -266,8 +266,13 @@ def find_plateaus(
     samples = series.select("ts", "value").drop_nulls().sort("ts")
     if samples.height == 0:
         return pl.DataFrame(
-            schema={"participants": pl.Int64, "value": pl.Float64, "samples": pl.UInt32,
-                    "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
+            schema={
+                "participants": pl.Int64,
+                "value": pl.Float64,
+                "samples": pl.UInt32,
+                "start": pl.Datetime("us", "UTC"),
+                "end": pl.Datetime("us", "UTC"),
+            }
         )
     level = pl.col(load_column)
     # A step is a change of this load column (connections coming and going alone do not end a level).
@@ -286,12 +291,15 @@ def find_plateaus(
         samples.join_asof(steps, left_on="ts", right_on="step_ts", strategy="backward")
         .with_columns(
             pl.col("participants").fill_null(0),
-            pl.when(before_load).then(pl.duration(seconds=0)).otherwise(
+            pl.when(before_load)
+            .then(pl.duration(seconds=0))
+            .otherwise(
                 pl.min_horizontal(
                     pl.duration(seconds=settle_s),
                     (pl.col("next_step_ts").fill_null(series_end) - pl.col("step_ts")) / 2,
                 )
-            ).alias("settle"),
+            )
+            .alias("settle"),
             pl.col("step_ts").fill_null(series_start),
         )
         .filter(pl.col("ts") >= pl.col("step_ts") + pl.col("settle"))
@@ -390,8 +398,9 @@ def fit_resource(
         participants, values, base_unit = _read_participant_points(Path(source))
         unit, factor = _display_unit(base_unit)
         fitted_limit, unit = _limit_for(limit, unit, factor)
-        result = fit_linear(participants, values * factor, unit=unit, metric=metric or Path(source).stem,
-                            limit=fitted_limit)
+        result = fit_linear(
+            participants, values * factor, unit=unit, metric=metric or Path(source).stem, limit=fitted_limit
+        )
         if not base_unit and unit:
             result.notes.append(f"{Path(source).name} names no unit: its values taken in {unit}, as --limit")
     else:
@@ -411,8 +420,9 @@ def fit_resource(
             raise UserError(f"{load_path}: no {SESSIONS_FILE}; run `prosody-analyze ingest` first")
         plateaus = find_plateaus(series, load_over_time(pl.read_parquet(sessions_path)), settle_s=settle_s)
         fitted_limit, unit = _limit_for(limit, unit, factor)
-        result = fit_linear(plateaus["participants"], plateaus["value"] * factor, unit=unit, metric=name,
-                            limit=fitted_limit)
+        result = fit_linear(
+            plateaus["participants"], plateaus["value"] * factor, unit=unit, metric=name, limit=fitted_limit
+        )
     target = Path(out_dir) if out_dir is not None else load_path
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)

@@ -219,8 +219,12 @@ def indexed_job(
 
 
 def _resources(*, cpu: str, memory: str, cpu_limit: str | None, memory_limit: str | None) -> dict[str, Any]:
-    for option, value in (("--cpu", cpu), ("--memory", memory), ("--cpu-limit", cpu_limit),
-                          ("--memory-limit", memory_limit)):
+    for option, value in (
+        ("--cpu", cpu),
+        ("--memory", memory),
+        ("--cpu-limit", cpu_limit),
+        ("--memory-limit", memory_limit),
+    ):
         if value is not None and not QUANTITY.match(value):
             raise UserError(f"{option} {value!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1Gi)")
     requests = {"cpu": cpu, "memory": memory}
@@ -280,7 +284,7 @@ def _yaml_lines(value: Any, indent: int) -> list[str]:
         for item in value:
             if isinstance(item, dict | list) and item:
                 nested = _yaml_lines(item, indent + 2)
-                lines.append(f"{pad}- {nested[0][indent + 2:]}")
+                lines.append(f"{pad}- {nested[0][indent + 2 :]}")
                 lines += nested[1:]
             else:
                 lines.append(f"{pad}- {_yaml_inline(item)}")

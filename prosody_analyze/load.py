@@ -40,17 +40,13 @@ def load_over_time(sessions: pl.DataFrame) -> pl.DataFrame:
     left or was last seen; as joined from its joined stage until the same end. Sessions
     that were still open at the end of the log stay counted until their last event.
     """
-    chosen = load_sessions(sessions).with_columns(
-        pl.coalesce("connected_ts", "first_ts").alias("_start")
-    )
+    chosen = load_sessions(sessions).with_columns(pl.coalesce("connected_ts", "first_ts").alias("_start"))
     if chosen.height == 0:
         return pl.DataFrame(schema=LOAD_SCHEMA)
     deltas = pl.concat(
         [
             _steps(chosen, "_start", "connected").with_columns(pl.lit(0).alias("joined")),
-            _steps(chosen, "joined_ts", "joined").select(
-                "ts", pl.lit(0).alias("connected"), "joined"
-            ),
+            _steps(chosen, "joined_ts", "joined").select("ts", pl.lit(0).alias("connected"), "joined"),
         ],
         how="diagonal",
     )
@@ -73,8 +69,7 @@ def load_at(load: pl.DataFrame, times: pl.DataFrame, ts_col: str = "ts") -> pl.D
     """Attach the load in force at each row's `ts_col` (as-of backward join); 0 before any load."""
     return (
         times.sort(ts_col)
-        .join_asof(load.rename({"ts": "_load_ts"}), left_on=ts_col, right_on="_load_ts",
-                   strategy="backward")
+        .join_asof(load.rename({"ts": "_load_ts"}), left_on=ts_col, right_on="_load_ts", strategy="backward")
         .drop("_load_ts")
         .with_columns(pl.col("connected").fill_null(0), pl.col("joined").fill_null(0))
     )

@@ -64,7 +64,14 @@ def _lua_string(text: str) -> str:
 
 
 def render_config(
-    *, root: str, domain: str, muc: str, http_port: int, c2s_port: int, log_level: str, focus: str | None,
+    *,
+    root: str,
+    domain: str,
+    muc: str,
+    http_port: int,
+    c2s_port: int,
+    log_level: str,
+    focus: str | None,
     gc_mode: str | None = None,
 ) -> str:
     """Prosody config: anonymous logins, WebSocket/BOSH, smacks, MUC as Jitsi sets it, loopback only.
@@ -215,8 +222,13 @@ class LocalProsody:
         root = f"/proc/self/fd/{self._dir_fd}" if as_root else str(self.workdir)
         self.config_path.write_text(
             render_config(
-                root=root, domain=self.domain, muc=self.muc, http_port=self.http_port,
-                c2s_port=self.c2s_port, log_level=self.log_level, focus=self.focus,
+                root=root,
+                domain=self.domain,
+                muc=self.muc,
+                http_port=self.http_port,
+                c2s_port=self.c2s_port,
+                log_level=self.log_level,
+                focus=self.focus,
                 gc_mode=self.gc_mode,
             ),
             encoding="utf-8",
@@ -224,8 +236,12 @@ class LocalProsody:
         command = [prosody, "-F", "--config", f"{root}/{CONFIG_FILE}"]
         if as_root:
             command = [
-                "setpriv", f"--reuid={PROSODY_USER}", f"--regid={PROSODY_USER}", "--init-groups",
-                "--pdeathsig=TERM", *command,
+                "setpriv",
+                f"--reuid={PROSODY_USER}",
+                f"--regid={PROSODY_USER}",
+                "--init-groups",
+                "--pdeathsig=TERM",
+                *command,
             ]
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if shutil.which("prlimit") and hard != resource.RLIM_INFINITY:
@@ -233,8 +249,13 @@ class LocalProsody:
             command = ["prlimit", f"--nofile={hard}:{hard}", *command]
         with open(self.console_path, "ab") as console:
             self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                pass_fds=(self._dir_fd,), start_new_session=True, cwd=self.workdir,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                pass_fds=(self._dir_fd,),
+                start_new_session=True,
+                cwd=self.workdir,
             )
         try:
             self._wait_ready(timeout)

@@ -66,9 +66,12 @@ def _epoch(values: pl.Expr) -> pl.Expr:
     """Epoch numbers in s, ms, µs or ns (told apart by magnitude) as UTC datetimes."""
     magnitude = values.abs().max()
     micros = (
-        pl.when(magnitude > 1e17).then(values / 1e3)
-        .when(magnitude > 1e14).then(values)
-        .when(magnitude > 1e11).then(values * 1e3)
+        pl.when(magnitude > 1e17)
+        .then(values / 1e3)
+        .when(magnitude > 1e14)
+        .then(values)
+        .when(magnitude > 1e11)
+        .then(values * 1e3)
         .otherwise(values * 1e6)
     )
     return pl.from_epoch(micros.round().cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC")
@@ -98,8 +101,9 @@ def _series_name(name: pl.Expr, stem: str) -> tuple[pl.Expr, pl.Expr]:
     return pl.coalesce(parts.struct.field("1"), bare), parts.struct.field("2").fill_null("")
 
 
-def _long(frame: pl.DataFrame, ts_raw: str, metric: pl.Expr, labels: pl.Expr, value: str,
-          tz: str | None, stem: str) -> pl.DataFrame:
+def _long(
+    frame: pl.DataFrame, ts_raw: str, metric: pl.Expr, labels: pl.Expr, value: str, tz: str | None, stem: str
+) -> pl.DataFrame:
     """Rows of (time text, series name, value text) into METRIC_SCHEMA with parsed times, values and units."""
     parsed, unit = parse_values(pl.col(value))
     return frame.select(
@@ -109,24 +113,32 @@ def _long(frame: pl.DataFrame, ts_raw: str, metric: pl.Expr, labels: pl.Expr, va
         value=parsed,
         cell_unit=unit,
     ).with_columns(
-        unit=pl.when(pl.col("cell_unit").is_in(["", None]).not_()).then("cell_unit").otherwise(
-            metric_unit(pl.col("metric"))
-        )
+        unit=pl.when(pl.col("cell_unit").is_in(["", None]).not_())
+        .then("cell_unit")
+        .otherwise(metric_unit(pl.col("metric")))
     )
 
 
 def _csv_block(block: str, separator: str | None, tz: str | None, path: Path) -> pl.DataFrame:
     header = block.split("\n", 1)[0]
     sep = separator or max(["\t", ";", ","], key=header.count)
-    table = pl.read_csv(io.StringIO(block), separator=sep, infer_schema=False, truncate_ragged_lines=True,
-                        quote_char='"')
+    table = pl.read_csv(
+        io.StringIO(block), separator=sep, infer_schema=False, truncate_ragged_lines=True, quote_char='"'
+    )
     # polars keeps a quoted header's doubled quotes: name{k=""v""} -> name{k="v"}
     table = table.rename({name: name.replace('""', '"') for name in table.columns})
     names = {name.strip().lower(): name for name in table.columns}
     stem = path.stem
     if {"ts", "metric", "labels", "value"} <= names.keys():  # the swarm's metrics.csv
-        return _long(table, names["ts"], pl.col(names["metric"]), pl.col(names["labels"]).fill_null(""),
-                     names["value"], tz, stem)
+        return _long(
+            table,
+            names["ts"],
+            pl.col(names["metric"]),
+            pl.col(names["labels"]).fill_null(""),
+            names["value"],
+            tz,
+            stem,
+        )
     series_col = names.get("series") or names.get("metric") or names.get("name")
     time_col = next((names[n] for n in names if n in TIME_COLUMNS), None)
     if series_col and time_col and "value" in names:  # Grafana, not joined by time
@@ -178,8 +190,11 @@ def _read_prometheus_json(text: str, path: Path) -> pl.DataFrame:
         if not points:
             continue
         frames.append(
-            pl.DataFrame({"t": [p[0] for p in points], "v": [p[1] for p in points]},
-                         schema={"t": pl.Float64, "v": pl.String}, strict=False).with_columns(
+            pl.DataFrame(
+                {"t": [p[0] for p in points], "v": [p[1] for p in points]},
+                schema={"t": pl.Float64, "v": pl.String},
+                strict=False,
+            ).with_columns(
                 metric=pl.lit(name),
                 labels=pl.lit(",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))),
             )
@@ -204,7 +219,9 @@ def _read_exposition(text: str, path: Path) -> pl.DataFrame:
     scraped = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     stamps = pl.col("ts").cast(pl.Float64, strict=False)
     return parts.select(
-        ts=pl.when(stamps.is_not_null()).then(_epoch(stamps)).otherwise(pl.lit(scraped).dt.cast_time_unit("us")),
+        ts=pl.when(stamps.is_not_null())
+        .then(_epoch(stamps))
+        .otherwise(pl.lit(scraped).dt.cast_time_unit("us")),
         metric="metric",
         labels=pl.col("labels").fill_null(""),
         value=pl.col("value").cast(pl.Float64, strict=False),

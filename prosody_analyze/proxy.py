@@ -58,7 +58,12 @@ def _worker_user() -> str | None:
 
 
 def render_config(
-    *, workdir: Path, port: int, upstream_http_port: int, fail_share: float, threshold: int,
+    *,
+    workdir: Path,
+    port: int,
+    upstream_http_port: int,
+    fail_share: float,
+    threshold: int,
     worker_user: str | None,
 ) -> str:
     under = "\n".join(f"        {count} 0;" for count in range(threshold + 1))
@@ -204,8 +209,11 @@ class NginxProxy:
         self.port = free_port()
         self.config_path.write_text(
             render_config(
-                workdir=self.workdir, port=self.port, upstream_http_port=self.upstream_http_port,
-                fail_share=self.fail_share, threshold=self.threshold,
+                workdir=self.workdir,
+                port=self.port,
+                upstream_http_port=self.upstream_http_port,
+                fail_share=self.fail_share,
+                threshold=self.threshold,
                 worker_user=_worker_user() if os.geteuid() == 0 else None,
             ),
             encoding="utf-8",
@@ -213,8 +221,11 @@ class NginxProxy:
         with open(self.error_log, "ab") as console:
             self._process = subprocess.Popen(
                 [nginx, "-p", str(self.workdir), "-c", str(self.config_path), "-e", str(self.error_log)],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.workdir,
             )
         try:
             self._wait_ready(timeout)

@@ -130,6 +130,7 @@ def conform(frame: pl.DataFrame | pl.LazyFrame, schema: dict[str, pl.DataType] =
         ]
     )
 
+
 # Metrics, from any source (Grafana CSV, Prometheus JSON, OpenMetrics scrapes, the swarm's
 # samples), as one long table. Values are in base units: bytes, seconds, cores, bytes/s.
 METRIC_SCHEMA: dict[str, pl.DataType] = {

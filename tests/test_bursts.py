@@ -39,8 +39,14 @@ def _run_with_burst(rng, burst_at=1200, burst_errors=40, with_traceback=False):
     rows = [_event(s, "http_request", "server") for s in np.arange(0, 3600, 5.0)]
     rows += [_event(float(s), "stanza_error", error="item-not-found") for s in rng.uniform(0, 3600, 12)]
     rows += [
-        _event(burst_at + float(s), "http_error", http_status=500, batch=5, room=f"room{i % 3}",
-               message="Unexpected server response: 500")
+        _event(
+            burst_at + float(s),
+            "http_error",
+            http_status=500,
+            batch=5,
+            room=f"room{i % 3}",
+            message="Unexpected server response: 500",
+        )
         for i, s in enumerate(rng.uniform(0, 15, burst_errors))
     ]
     hibernation = "mod_smacks hibernation timeout reached..."
@@ -137,8 +143,12 @@ def test_cli_bad_bin_is_one_line(tmp_path):
 
     rows, sessions = _run_with_burst(np.random.default_rng(5))
     _write(tmp_path, rows, sessions)
-    done = subprocess.run([sys.executable, "-m", "prosody_analyze", "bursts", str(tmp_path), "--bin", "soon"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "prosody_analyze", "bursts", str(tmp_path), "--bin", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "duration" in done.stderr
 

@@ -19,17 +19,19 @@ START = datetime(2026, 11, 28, 19, 56, tzinfo=UTC)  # first sample of the fixtur
 def _sessions(origin: str, joined: list[datetime], left: datetime, jids=None, rooms=None) -> pl.DataFrame:
     count = len(joined)
     return conform(
-        pl.DataFrame({
-            "origin": [origin] * count,
-            "session": [f"{origin}-{i}" for i in range(count)],
-            "jid": jids if jids is not None else [None] * count,
-            "room": rooms if rooms is not None else ["room-0"] * count,
-            "first_ts": [t - timedelta(seconds=1) for t in joined],
-            "connected_ts": [t - timedelta(seconds=1) for t in joined],
-            "joined_ts": joined,
-            "left_ts": [left] * count,
-            "last_ts": [left] * count,
-        }),
+        pl.DataFrame(
+            {
+                "origin": [origin] * count,
+                "session": [f"{origin}-{i}" for i in range(count)],
+                "jid": jids if jids is not None else [None] * count,
+                "room": rooms if rooms is not None else ["room-0"] * count,
+                "first_ts": [t - timedelta(seconds=1) for t in joined],
+                "connected_ts": [t - timedelta(seconds=1) for t in joined],
+                "joined_ts": joined,
+                "left_ts": [left] * count,
+                "last_ts": [left] * count,
+            }
+        ),
         SESSION_SCHEMA,
     )
 
@@ -45,8 +47,14 @@ def _study_ramp(tmp_path):
 
 def test_grafana_formatted_export_lines_up_with_the_ramp(tmp_path, fixtures):
     analysis = _study_ramp(tmp_path)
-    result = correlate(analysis, [fixtures / "metrics" / "grafana_formatted.csv"], out_dir=analysis,
-                       tz="Europe/Paris", every="2m", tolerance="3m")  # the idle samples 2 min before
+    result = correlate(
+        analysis,
+        [fixtures / "metrics" / "grafana_formatted.csv"],
+        out_dir=analysis,
+        tz="Europe/Paris",
+        every="2m",
+        tolerance="3m",
+    )  # the idle samples 2 min before
     table = pl.read_parquet(analysis / CORRELATED_FILE)
     assert table.columns == ["ts", "metric", "labels", "unit", "value", "connected", "joined", "file"]
     wss = table.filter(pl.col("metric") == "WSS")
@@ -119,10 +127,12 @@ def test_clock_offset_with_whole_second_server_times_is_within_half_a_second():
     client_joins = [START + timedelta(seconds=i, milliseconds=100 * i) for i in range(10)]
     jids = [f"u{i}@localhost/r" for i in range(10)]
     server_joins = [t.replace(microsecond=0) for t in client_joins]  # Prosody's file log: whole seconds
-    sessions = pl.concat([
-        _sessions("client", client_joins, START + timedelta(minutes=1), jids=jids),
-        _sessions("server", server_joins, START + timedelta(minutes=1), jids=jids),
-    ])
+    sessions = pl.concat(
+        [
+            _sessions("client", client_joins, START + timedelta(minutes=1), jids=jids),
+            _sessions("server", server_joins, START + timedelta(minutes=1), jids=jids),
+        ]
+    )
     offset = clock_offset(sessions)
     assert offset.resolution_s == 1.0 and abs(offset.seconds) <= 0.5
 
@@ -157,14 +167,16 @@ def test_cli_json_and_table(tmp_path, fixtures):
     analysis = _study_ramp(tmp_path)
     export = str(fixtures / "metrics" / "grafana_joined_raw.csv")
     runner = CliRunner()
-    run = runner.invoke(app, ["correlate", str(analysis), "--metrics", export, "--every", "1m",
-                              "--tolerance", "3m", "--json"])
+    run = runner.invoke(
+        app, ["correlate", str(analysis), "--metrics", export, "--every", "1m", "--tolerance", "3m", "--json"]
+    )
     assert run.exit_code == 0, run.output
     answer = json.loads(run.stdout)
     assert (analysis / CORRELATED_FILE).is_file() and answer["samples"] == 60
     assert max(row["joined"] for row in answer["intervals"]) == 400
-    table = runner.invoke(app, ["correlate", str(analysis), "--metrics", export, "--every", "2m"],
-                          env={"COLUMNS": "200"})
+    table = runner.invoke(
+        app, ["correlate", str(analysis), "--metrics", export, "--every", "2m"], env={"COLUMNS": "200"}
+    )
     assert table.exit_code == 0 and "MiB" in table.stdout and "2026-11-28 19:58:00" in table.stdout
     assert "[bytes]" in table.stdout  # the unit in the header, not eaten as rich markup
 
@@ -172,9 +184,18 @@ def test_cli_json_and_table(tmp_path, fixtures):
 def test_cli_error_is_one_line_exit_2(tmp_path):
     analysis = _study_ramp(tmp_path)
     bad = subprocess.run(
-        [sys.executable, "-m", "prosody_analyze", "correlate", str(analysis),
-         "--metrics", str(tmp_path / "x.csv")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "prosody_analyze",
+            "correlate",
+            str(analysis),
+            "--metrics",
+            str(tmp_path / "x.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such file" in bad.stderr
 
@@ -188,20 +209,29 @@ def test_load_at_times_equals_the_step_table_as_of(tmp_path):
 
     rng = np.random.default_rng(4)
     count = 500
-    offsets = pl.DataFrame({
-        "start_s": rng.integers(0, 600, count), "join_s": rng.integers(0, 10, count),
-        "left_s": rng.integers(-40, 300, count),  # negative: ends before it started; below -30: never left
-    })
+    offsets = pl.DataFrame(
+        {
+            "start_s": rng.integers(0, 600, count),
+            "join_s": rng.integers(0, 10, count),
+            "left_s": rng.integers(
+                -40, 300, count
+            ),  # negative: ends before it started; below -30: never left
+        }
+    )
     first = pl.lit(START) + pl.duration(seconds="start_s")
-    sessions = conform(offsets.select(
-        origin=pl.lit("server"),
-        first_ts=first,
-        joined_ts=pl.when(pl.col("join_s") < 8).then(first + pl.duration(seconds="join_s")),
-        left_ts=pl.when(pl.col("left_s") > -30).then(first + pl.duration(seconds="left_s")),
-        last_ts=first + pl.duration(seconds=1),
-    ), SESSION_SCHEMA)
-    times = pl.datetime_range(START - timedelta(seconds=5), START + timedelta(seconds=1000), "3s",
-                              eager=True, time_zone="UTC").alias("ts")
+    sessions = conform(
+        offsets.select(
+            origin=pl.lit("server"),
+            first_ts=first,
+            joined_ts=pl.when(pl.col("join_s") < 8).then(first + pl.duration(seconds="join_s")),
+            left_ts=pl.when(pl.col("left_s") > -30).then(first + pl.duration(seconds="left_s")),
+            last_ts=first + pl.duration(seconds=1),
+        ),
+        SESSION_SCHEMA,
+    )
+    times = pl.datetime_range(
+        START - timedelta(seconds=5), START + timedelta(seconds=1000), "3s", eager=True, time_zone="UTC"
+    ).alias("ts")
     connected, joined_now, span = load_at_times(sessions, times)
     expected = load_at(load_over_time(sessions), times.to_frame())
     assert connected.to_list() == expected["connected"].to_list()
@@ -213,9 +243,25 @@ def test_real_swarm_run_against_local_prosody(tmp_path):
     """A real ramp (2 batches of 3) on a throwaway Prosody: its own RSS/CPU samples get the load."""
     from prosody_analyze.ingest import ingest
 
-    command = [sys.executable, "-m", "prosody_analyze", "swarm", "--local", "--rooms", "1",
-               "--participants", "3", "--batches", "2", "--batch-interval", "3s", "--duration", "3s",
-               "--out", str(tmp_path / "capture")]
+    command = [
+        sys.executable,
+        "-m",
+        "prosody_analyze",
+        "swarm",
+        "--local",
+        "--rooms",
+        "1",
+        "--participants",
+        "3",
+        "--batches",
+        "2",
+        "--batch-interval",
+        "3s",
+        "--duration",
+        "3s",
+        "--out",
+        str(tmp_path / "capture"),
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
     analysis = tmp_path / "analysis"
     ingest([tmp_path / "capture"], analysis, progress=False)

@@ -10,7 +10,11 @@ from prosody_analyze.demo import DEMO_JSON, run_demo
 def test_quick_demo_via_proxy_records_the_500s_finds_the_burst_and_writes_the_report(tmp_path):
     report = tmp_path / "reports" / "demo.html"
     result = run_demo(
-        tmp_path / "run", quick=True, via_proxy=True, report_path=report, progress=False,
+        tmp_path / "run",
+        quick=True,
+        via_proxy=True,
+        report_path=report,
+        progress=False,
         hold_s=4.0,
     )
     assert result.run_seconds < 90, "about 40 s here: a stuck stage would show"
@@ -39,9 +43,20 @@ def test_quick_demo_via_proxy_records_the_500s_finds_the_burst_and_writes_the_re
 
 def test_bad_demo_options_are_one_line_errors(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "prosody_analyze", "demo", "--quick", "--participants", "0",
-         "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "prosody_analyze",
+            "demo",
+            "--quick",
+            "--participants",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "at least 1" in run.stderr

@@ -91,9 +91,25 @@ def test_plateaus_drop_the_settling_samples():
 def swarm_analysis(tmp_path_factory):
     """A real swarm ramp (3 batches of 5) against a throwaway local Prosody, ingested."""
     base = tmp_path_factory.mktemp("swarm")
-    command = [sys.executable, "-m", "prosody_analyze", "swarm", "--local", "--rooms", "1",
-               "--participants", "5", "--batches", "3", "--batch-interval", "6s", "--duration", "6s",
-               "--out", str(base / "capture")]
+    command = [
+        sys.executable,
+        "-m",
+        "prosody_analyze",
+        "swarm",
+        "--local",
+        "--rooms",
+        "1",
+        "--participants",
+        "5",
+        "--batches",
+        "3",
+        "--batch-interval",
+        "6s",
+        "--duration",
+        "6s",
+        "--out",
+        str(base / "capture"),
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
     ingest([base / "capture"], base / "analysis", progress=False)
     return base / "analysis"
@@ -136,8 +152,12 @@ def test_cli_fit_with_a_kubernetes_limit(tmp_path):
     data = json.loads(runner.invoke(app, ["fit", str(table), "--limit", "15000Mi", "--json"]).output)
     assert data["unit"] == "MiB"
     assert data["capacity"]["participants"] == pytest.approx((15000 - 16.42) / 0.0588, rel=0.02)
-    refused = subprocess.run([sys.executable, "-m", "prosody_analyze", "fit", str(table), "--limit", "lots"],
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "prosody_analyze", "fit", str(table), "--limit", "lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
 
 
@@ -147,9 +167,7 @@ def test_idle_baseline_before_the_first_join_is_the_zero_point_and_connections_d
         {"ts": [series["ts"][0] - timedelta(seconds=s) for s in (4, 3, 2, 1)], "value": [16.42 * MIB] * 4}
     )
     # Connections dropping mid-level (joined unchanged) must not cut the 200 level in two.
-    churn = pl.DataFrame(
-        {"ts": [load["ts"][1] + timedelta(seconds=12)], "connected": [190], "joined": [200]}
-    )
+    churn = pl.DataFrame({"ts": [load["ts"][1] + timedelta(seconds=12)], "connected": [190], "joined": [200]})
     plateaus = find_plateaus(pl.concat([idle, series]), pl.concat([load, churn]).sort("ts"))
     assert plateaus["participants"].to_list() == [0, 100, 200, 300]
     assert plateaus["samples"].to_list()[0] == 4

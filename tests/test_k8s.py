@@ -23,8 +23,20 @@ from prosody_analyze.errors import UserError
 from prosody_analyze.swarm import parse_shard, parse_start_at
 
 ROOT = Path(__file__).resolve().parent.parent
-SWARM_ARGS = ["--domain", "meet.example.com", "--rooms", "20", "--participants", "50",
-              "--batches", "4", "--batch-interval", "60s", "--duration", "10m"]
+SWARM_ARGS = [
+    "--domain",
+    "meet.example.com",
+    "--rooms",
+    "20",
+    "--participants",
+    "50",
+    "--batches",
+    "4",
+    "--batch-interval",
+    "60s",
+    "--duration",
+    "10m",
+]
 NOW = datetime(2026, 11, 28, 21, 0, 0, tzinfo=UTC)
 # backoffLimitPerIndex is GA from Kubernetes 1.33; check the oldest supported and the newest schemas.
 KUBERNETES_VERSIONS = ["1.33", kubernetes_validate.latest_version()]
@@ -36,8 +48,9 @@ def validate(manifest: dict, version: str) -> None:
 
 @pytest.fixture
 def job() -> dict:
-    return k8s.indexed_job(SWARM_ARGS, 20, image="registry.example.com/prosody-analyze:0.1.0",
-                           namespace="load", now=NOW)
+    return k8s.indexed_job(
+        SWARM_ARGS, 20, image="registry.example.com/prosody-analyze:0.1.0", namespace="load", now=NOW
+    )
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -47,14 +60,31 @@ def test_generated_job_is_valid_against_the_kubernetes_schema(job, version):
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_cli_yaml_is_valid_against_the_kubernetes_schema(version):
-    result = CliRunner().invoke(app, ["swarm-job", "--shards", "3", *SWARM_ARGS, "--cpu", "500m",
-                                      "--cpu-limit", "2", "--memory", "256Mi", "--memory-limit", "2Gi"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "swarm-job",
+            "--shards",
+            "3",
+            *SWARM_ARGS,
+            "--cpu",
+            "500m",
+            "--cpu-limit",
+            "2",
+            "--memory",
+            "256Mi",
+            "--memory-limit",
+            "2Gi",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = yaml.safe_load(result.stdout)
     validate(manifest, version)
     resources = manifest["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert resources == {"requests": {"cpu": "500m", "memory": "256Mi"},
-                         "limits": {"cpu": "2", "memory": "2Gi"}}
+    assert resources == {
+        "requests": {"cpu": "500m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -66,8 +96,13 @@ def test_cli_yaml_is_valid_against_the_kubernetes_schema(version):
         lambda m: m["spec"]["template"]["spec"].update(containers={"name": "swarm"}),  # not a list
         lambda m: m["spec"]["template"]["spec"]["containers"][0].update(args="swarm --shard 0/3"),
     ],
-    ids=["unknown-field", "string-for-int", "container-without-name", "containers-not-a-list",
-         "args-not-a-list"],
+    ids=[
+        "unknown-field",
+        "string-for-int",
+        "container-without-name",
+        "containers-not-a-list",
+        "args-not-a-list",
+    ],
 )
 def test_broken_manifests_are_rejected_by_the_same_check(job, breakage):
     broken = copy.deepcopy(job)
@@ -126,8 +161,11 @@ def test_a_literal_dollar_paren_in_an_option_is_escaped_from_kubernetes_expansio
         ([*SWARM_ARGS, "--rooms", "two"], {}, "Invalid value for '--rooms'"),
         ([*SWARM_ARGS, "--batch-interval", "1 minute"], {}, "not a duration"),
         (["--domain", "d", "--duration", "1m", "2", "0"], {}, "two whole numbers >= 1"),
-        (["--domain", "d", "--duration", "1m", "--rooms", "1", "--participants", "2"], {"shards": 3},
-         "3 shards for 2 participants"),
+        (
+            ["--domain", "d", "--duration", "1m", "--rooms", "1", "--participants", "2"],
+            {"shards": 3},
+            "3 shards for 2 participants",
+        ),
         (SWARM_ARGS, {"name": "Load_Test"}, "job name"),
         (SWARM_ARGS, {"memory": "1 GB"}, "--memory '1 GB' is not a Kubernetes quantity"),
         (SWARM_ARGS, {"cpu_limit": "two"}, "--cpu-limit 'two' is not a Kubernetes quantity"),
@@ -142,9 +180,21 @@ def test_bad_options_are_one_clear_error(args, options, message):
 
 def test_cli_error_is_one_line_and_exit_2():
     result = subprocess.run(
-        [sys.executable, "-m", "prosody_analyze", "swarm-job", "--shards", "4", "--domain", "d",
-         "--rooms", "2"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "prosody_analyze",
+            "swarm-job",
+            "--shards",
+            "4",
+            "--domain",
+            "d",
+            "--rooms",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stdout == ""
@@ -182,9 +232,22 @@ def test_dockerfile_copies_everything_pip_install_needs(tmp_path):
                 shutil.copy(ROOT / source, destination)
     # What `pip install .` does, minus the network: setuptools reads pyproject.toml and lays out the package.
     subprocess.run(
-        [sys.executable, "-c", "import setuptools; setuptools.setup()", "-q",
-         "egg_info", "--egg-base", str(tmp_path), "build_py", "--build-lib", str(tmp_path / "lib")],
-        cwd=context, check=True, timeout=120, capture_output=True,
+        [
+            sys.executable,
+            "-c",
+            "import setuptools; setuptools.setup()",
+            "-q",
+            "egg_info",
+            "--egg-base",
+            str(tmp_path),
+            "build_py",
+            "--build-lib",
+            str(tmp_path / "lib"),
+        ],
+        cwd=context,
+        check=True,
+        timeout=120,
+        capture_output=True,
     )
     installed = tmp_path / "lib" / "prosody_analyze"
     assert (installed / "k8s.py").is_file() and (installed / "cli" / "k8s.py").is_file()
@@ -194,8 +257,16 @@ def test_dockerfile_copies_everything_pip_install_needs(tmp_path):
 
 
 def test_cli_json_and_yaml_are_the_same_manifest_and_stderr_names_the_start():
-    args = ["swarm-job", "--shards", "4", *SWARM_ARGS, "--start-at", "2026-12-01T08:30:00Z",
-            "--name", "run-7"]
+    args = [
+        "swarm-job",
+        "--shards",
+        "4",
+        *SWARM_ARGS,
+        "--start-at",
+        "2026-12-01T08:30:00Z",
+        "--name",
+        "run-7",
+    ]
     as_yaml = CliRunner().invoke(app, args)
     as_json = CliRunner().invoke(app, [*args, "--json"])
     assert as_yaml.exit_code == as_json.exit_code == 0

@@ -37,7 +37,9 @@ async def join_room(websocket_url: str, domain: str, room_jid: str, nick: str):
     bind = '<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/>'
     await ws.send(f'<iq xmlns="jabber:client" type="set" id="bind1">{bind}</iq>')
     await _receive(ws, "iq")
-    await ws.send(f'<presence xmlns="jabber:client" to="{room_jid}/{nick}"><x xmlns="http://jabber.org/protocol/muc"/></presence>')
+    await ws.send(
+        f'<presence xmlns="jabber:client" to="{room_jid}/{nick}"><x xmlns="http://jabber.org/protocol/muc"/></presence>'
+    )
     async with asyncio.timeout(5):
         while True:
             presence = await _receive(ws, "presence")
@@ -115,6 +117,7 @@ def test_missing_prosody_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_conference_requests_are_answered_ready_as_jicofo_would(tmp_path):
     """A Jitsi client asks focus before joining; without an answer every participant logs an error."""
+
     async def scenario():
         ws = await websockets.connect(local_prosody.websocket_url, subprotocols=["xmpp"], open_timeout=5)
         open_frame = f'<open xmlns="{FRAMING}" to="{local_prosody.domain}" version="1.0"/>'

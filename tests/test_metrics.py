@@ -83,8 +83,10 @@ def test_cpu_counter_rate_is_cores(metrics_dir):
 def test_rate_drops_the_sample_at_a_counter_reset():
     ts = pl.datetime_range(START, START.replace(minute=57), "10s", eager=True, time_zone="UTC")
     values = [0.0, 10.0, 20.0, 1.0, 11.0, 21.0, 31.0]
-    frame = pl.DataFrame({"ts": ts, "metric": "x_total", "labels": "", "value": values, "unit": "",
-                          "file": "f"}, schema=METRIC_SCHEMA)
+    frame = pl.DataFrame(
+        {"ts": ts, "metric": "x_total", "labels": "", "value": values, "unit": "", "file": "f"},
+        schema=METRIC_SCHEMA,
+    )
     rated = rate(frame, "x_total")
     assert rated["value"].to_list() == [1.0] * 5  # the reset's sample is gone, no negative rate
     assert rated["unit"][0] == "/s"
@@ -186,8 +188,19 @@ def test_binary_file_and_bad_tz_refused(tmp_path, metrics_dir):
 
 def test_prometheus_vector_answer(tmp_path):
     path = tmp_path / "now.json"
-    path.write_text(json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"__name__": "up", "job": "prosody"}, "value": [1795899783.5, "1"]}]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "status": "success",
+                "data": {
+                    "resultType": "vector",
+                    "result": [
+                        {"metric": {"__name__": "up", "job": "prosody"}, "value": [1795899783.5, "1"]}
+                    ],
+                },
+            }
+        )
+    )
     table = read_metrics(path)
     assert table.row(0, named=True)["labels"] == 'job="prosody"'
     assert table["ts"][0] == datetime(2026, 11, 28, 21, 3, 3, 500000, tzinfo=UTC)
@@ -198,6 +211,10 @@ def test_grafana_header_with_labels_only_takes_the_file_name(tmp_path):
     path.write_text('"Time","{container=""prosody"",pod=""prosody-1""}"\r\n1795899783000,17000000\r\n')
     table = read_metrics(path)
     assert table.row(0, named=True) | {"file": None} == {
-        "ts": datetime(2026, 11, 28, 21, 3, 3, tzinfo=UTC), "metric": "wss",
-        "labels": 'container="prosody",pod="prosody-1"', "value": 17e6, "unit": "", "file": None,
+        "ts": datetime(2026, 11, 28, 21, 3, 3, tzinfo=UTC),
+        "metric": "wss",
+        "labels": 'container="prosody",pod="prosody-1"',
+        "value": 17e6,
+        "unit": "",
+        "file": None,
     }

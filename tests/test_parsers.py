@@ -353,3 +353,57 @@ def test_console_log_with_the_docker_image_date_prefix(tmp_path):
         datetime(2026, 11, 28, 21, 5, 26, tzinfo=UTC),
     ]
     assert sessions.row(0, named=True)["auth_s"] == 1.0
+
+
+TRACEBACK_LOG = (
+    "Nov 28 21:03:03 c2s55aa00000001\tinfo\tClient connected\n"
+    "Nov 28 21:03:04 http.server\terror\tTraceback[httpserver]: /usr/lib/prosody/modules/mod_websocket.lua:"
+    "310: attempt to index a nil value (field 'conn')\n"
+    "stack traceback:\n"
+    "\t[C]: in function 'error'\n"
+    "\t/usr/lib/prosody/modules/mod_websocket.lua:310: in function 'handler'\n"
+    "\t/usr/lib/prosody/net/http/server.lua:281: in function </usr/lib/prosody/net/http/server.lua:250>\n"
+    "Nov 28 21:03:05 c2s55aa00000001\tdebug\tReceived[c2s]: <message to='a@b'>\tx\ty\tz</message>\n"
+    "Nov 28 21:03:06 c2s55aa00000001\tinfo\tClient disconnected: connection closed\n"
+)
+
+
+def test_prosody_traceback_is_one_event_that_explains_a_500(tmp_path):
+    """The lines of a Lua traceback fold into the error line above them: one event, HTTP 500."""
+    log = tmp_path / "prosody.log"
+    log.write_text(TRACEBACK_LOG)
+    events, _, summary = run(tmp_path, log, year=2026)
+    tracebacks = events.filter(pl.col("kind") == "traceback")
+    assert tracebacks.height == 1
+    row = tracebacks.row(0, named=True)
+    assert row["http_status"] == 500 and row["level"] == "error" and row["source"] == "http.server"
+    assert row["error"].startswith("Traceback[httpserver]: /usr/lib/prosody/modules/mod_websocket.lua:310")
+    assert row["message"].count("\n") == 4 and row["message"].endswith("server.lua:250>")
+    assert summary["files"][0]["lines"] == 8 and summary["files"][0]["unparsed"] == 0
+    assert events.height == 4
+
+
+def test_message_with_tabs_is_kept_whole(tmp_path):
+    log = tmp_path / "prosody.log"
+    log.write_text(TRACEBACK_LOG)
+    events, _, _ = run(tmp_path, log, year=2026)
+    stanza = events.filter(pl.col("message").str.starts_with("Received[c2s]: <message"))
+    assert stanza["message"].to_list() == ["Received[c2s]: <message to='a@b'>\tx\ty\tz</message>"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [150, 333, 700, 2000])
+def test_chunk_boundaries_do_not_split_records(tmp_path, fixtures, monkeypatch, chunk_bytes):
+    """Wherever chunks end, a traceback stays whole and an error reply keeps the context line above it."""
+    import prosody_analyze.parsers as parsers
+
+    log = tmp_path / "prosody.log"
+    small = (fixtures / "local-prosody" / "prosody_small_debug.log").read_text()
+    log.write_text(small + TRACEBACK_LOG + small)
+    whole, whole_sessions, _ = run(tmp_path / "whole", log, year=2026)
+    monkeypatch.setattr(parsers, "CHUNK_BYTES", chunk_bytes)
+    chunked, chunked_sessions, _ = run(tmp_path / "chunked", log, year=2026)
+    assert chunked.equals(whole)
+    assert chunked_sessions.equals(whole_sessions)
+    assert whole.filter(pl.col("http_status") == 500)["message"].str.count_matches("\n").to_list() == [4]
+    errors = whole.filter(pl.col("kind") == "conference_error")["error"]
+    assert errors.len() == 6 and set(errors) == {"Could not route stanza to remote"}

@@ -11,9 +11,7 @@ def test_parses_the_real_prosody_scrape(fixtures):
     samples = parse_openmetrics((fixtures / "local-prosody" / "openmetrics_scrape.txt").read_text())
     by_key = {(s.metric, s.labels): s.value for s in samples}
     assert by_key[("prosody_mod_muc__live_room", 'host="conference.localhost"')] == 0
-    assert by_key[
-        ("prosody_mod_smacks__tx_dropped_stanzas_bucket", 'host="localhost",le="+Inf"')
-    ] == 0
+    assert by_key[("prosody_mod_smacks__tx_dropped_stanzas_bucket", 'host="localhost",le="+Inf"')] == 0
     assert not any(s.metric.startswith("#") for s in samples)
 
 

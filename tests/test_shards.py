@@ -27,14 +27,30 @@ START_DELAY_S = 3.0  # time for the shard processes to start before the shared r
 
 
 def swarm_args(prosody) -> list[str]:
-    return ["--service", prosody.websocket_url, "--domain", prosody.domain, "--rooms", str(ROOMS),
-            "--participants", str(PARTICIPANTS), "--duration", "0.5s", "--timeout", "5s"]
+    return [
+        "--service",
+        prosody.websocket_url,
+        "--domain",
+        prosody.domain,
+        "--rooms",
+        str(ROOMS),
+        "--participants",
+        str(PARTICIPANTS),
+        "--duration",
+        "0.5s",
+        "--timeout",
+        "5s",
+    ]
 
 
 def run(command: list[str]) -> subprocess.Popen:
     assert command[0] == "prosody-analyze"  # the image's entry point; here, this checkout's package
-    return subprocess.Popen([sys.executable, "-m", "prosody_analyze", *command[1:]],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prosody_analyze", *command[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen) -> tuple[list[str], list[str]]:
@@ -79,18 +95,30 @@ def runs(local_prosody, tmp_path_factory):
     for pod, (out, err) in zip(pods, outputs, strict=True):
         (plain / f"{pod}.log").write_text("\n".join(out + err) + "\n", encoding="utf-8")
     # `kubectl logs -f -l job-name=... --prefix --timestamps`: the pods' lines interleaved, each wrapped.
-    wrapped = [[kubectl_line(pod, line) for line in out + err] for pod, (out, err) in zip(pods, outputs,
-                                                                                           strict=True)]
+    wrapped = [
+        [kubectl_line(pod, line) for line in out + err] for pod, (out, err) in zip(pods, outputs, strict=True)
+    ]
     merged = tmp / "shards.log"
-    merged.write_text("".join(line + "\n" for group in zip_longest(*wrapped) for line in group if line),
-                      encoding="utf-8")
+    merged.write_text(
+        "".join(line + "\n" for group in zip_longest(*wrapped) for line in group if line), encoding="utf-8"
+    )
     ingest([plain], tmp / "analysis-per-pod")
     ingest([merged], tmp / "analysis-kubectl")
 
     shard_events, _ = client_tables(tmp / "analysis-kubectl")
     prefix = shard_events.filter(pl.col("kind") == "muc_joined")["room"][0].rsplit("-", 1)[0]
-    whole = run(["prosody-analyze", "swarm", *swarm_args(local_prosody), "--room-prefix", prefix,
-                 "--out", "-", "--no-progress"])
+    whole = run(
+        [
+            "prosody-analyze",
+            "swarm",
+            *swarm_args(local_prosody),
+            "--room-prefix",
+            prefix,
+            "--out",
+            "-",
+            "--no-progress",
+        ]
+    )
     out, _ = finish(whole)
     (tmp / "whole.log").write_text("\n".join(out) + "\n", encoding="utf-8")
     ingest([tmp / "whole.log"], tmp / "analysis-whole")
@@ -119,8 +147,10 @@ def test_merged_shards_have_the_totals_of_one_process_running_the_whole_plan(run
 def test_shards_are_disjoint_their_union_is_the_plan_and_events_keep_their_shard(runs, merged):
     events, sessions = client_tables(runs["tmp"] / merged)
     assert set(sessions["participant"]) == PLAN
-    per_participant = events.filter(pl.col("participant").is_not_null()).group_by("participant").agg(
-        pl.col("shard").unique()
+    per_participant = (
+        events.filter(pl.col("participant").is_not_null())
+        .group_by("participant")
+        .agg(pl.col("shard").unique())
     )
     shard_of = {row["participant"]: row["shard"] for row in per_participant.iter_rows(named=True)}
     assert set(shard_of) == PLAN

@@ -44,13 +44,19 @@ def test_descriptor_and_nginx_connection_limits():
     """The texts as nginx writes them in its error log (DOMAIN.md)."""
     rows = [
         "2026/11/28 19:56:23 [alert] 31#31: *40113 1024 worker_connections are not enough while connecting "
-        "to upstream, client: 10.0.0.7, server: meet, request: \"GET /xmpp-websocket HTTP/1.1\"",
+        'to upstream, client: 10.0.0.7, server: meet, request: "GET /xmpp-websocket HTTP/1.1"',
         "2026/11/28 19:56:24 [crit] 31#31: accept4() failed (24: Too many open files)",
         "2026/11/28 19:56:25 [info] 31#31: *40114 client closed connection",
     ]
     events = conform(
-        pl.DataFrame({"ts": [datetime(2026, 11, 28, 19, 56, 23 + i, tzinfo=UTC) for i in range(3)],
-                      "message": rows, "kind": ["unknown"] * 3, "origin": ["server"] * 3})
+        pl.DataFrame(
+            {
+                "ts": [datetime(2026, 11, 28, 19, 56, 23 + i, tzinfo=UTC) for i in range(3)],
+                "message": rows,
+                "kind": ["unknown"] * 3,
+                "origin": ["server"] * 3,
+            }
+        )
     ).lazy()
     found = _found(events)
     assert set(found) == {"nginx_worker_connections", "too_many_open_files"}

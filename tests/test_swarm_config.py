@@ -10,17 +10,28 @@ from prosody_analyze.errors import UserError
 from prosody_analyze.swarm import SwarmConfig, build_plan, parse_duration, parse_shard, parse_start_at
 
 JXS_CONFIG = {  # the config of the real JXS run in tests/fixtures/local-prosody/jxs_small_client.log
-    "domain": "localhost", "service": "ws://127.0.0.1:5280/xmpp-websocket", "duration": 3,
-    "roomPrefix": "small", "muc": "conference.localhost", "numberOfRooms": 1, "numberOfParticipants": 3,
-    "delay": 50, "enableDebug": False, "enableXmppLog": False,
-    "conferenceRequestTarget": "focus.localhost", "joinMuc": True,
+    "domain": "localhost",
+    "service": "ws://127.0.0.1:5280/xmpp-websocket",
+    "duration": 3,
+    "roomPrefix": "small",
+    "muc": "conference.localhost",
+    "numberOfRooms": 1,
+    "numberOfParticipants": 3,
+    "delay": 50,
+    "enableDebug": False,
+    "enableXmppLog": False,
+    "conferenceRequestTarget": "focus.localhost",
+    "joinMuc": True,
 }
 
 
 def test_a_jxs_config_maps_key_by_key_with_its_units():
     config = SwarmConfig.from_jxs(JXS_CONFIG).resolved()
     assert (config.domain, config.service, config.muc) == (
-        "localhost", "ws://127.0.0.1:5280/xmpp-websocket", "conference.localhost")
+        "localhost",
+        "ws://127.0.0.1:5280/xmpp-websocket",
+        "conference.localhost",
+    )
     assert (config.rooms, config.participants, config.room_prefix) == (1, 3, "small")
     assert config.delay == pytest.approx(0.05)  # JXS delay is in milliseconds
     assert config.duration == 3  # JXS duration is in seconds
@@ -45,14 +56,17 @@ def test_command_line_values_override_the_config_file(tmp_path):
     assert config.extra == {"comment": "kept aside"}
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "JSON object"),
-    ('{"numberOfRooms": 2}', "no domain"),
-    ('{"domain": "x", "numberOfRooms": 0}', "rooms must be a whole number"),
-    ('{"domain": "x", "delay": "soon"}', "delay must be a number"),
-    ('{"domain": "x", "service": "http://x/ws"}', "ws:// or wss://"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"numberOfRooms": 2}', "no domain"),
+        ('{"domain": "x", "numberOfRooms": 0}', "rooms must be a whole number"),
+        ('{"domain": "x", "delay": "soon"}', "delay must be a number"),
+        ('{"domain": "x", "service": "http://x/ws"}', "ws:// or wss://"),
+    ],
+)
 def test_bad_config_files_give_one_clear_line(tmp_path, content, message):
     path = tmp_path / "config.json"
     path.write_text(content)
@@ -76,8 +90,9 @@ def test_durations_and_start_times():
 
 
 def test_the_ramp_plan_numbers_rooms_across_batches():
-    config = SwarmConfig(domain="d", room_prefix="r", rooms=2, participants=3, batches=2, batch_interval=60,
-                         delay=0.5).resolved()
+    config = SwarmConfig(
+        domain="d", room_prefix="r", rooms=2, participants=3, batches=2, batch_interval=60, delay=0.5
+    ).resolved()
     plan = build_plan(config)
     assert len(plan) == 12 == config.planned_total
     assert len({p.participant_id for p in plan}) == 12
@@ -92,8 +107,16 @@ def test_shards_are_disjoint_cover_the_plan_and_keep_its_schedule():
     full = {(p.participant_id, p.room, p.batch, p.offset_s) for p in build_plan(whole)}
     shards = []
     for index in range(4):
-        config = SwarmConfig(domain="d", room_prefix="r", rooms=3, participants=7, batches=2, delay=0.1,
-                             shard_index=index, shard_count=4).resolved()
+        config = SwarmConfig(
+            domain="d",
+            room_prefix="r",
+            rooms=3,
+            participants=7,
+            batches=2,
+            delay=0.1,
+            shard_index=index,
+            shard_count=4,
+        ).resolved()
         assert config.shard == f"{index}/4"
         shards.append({(p.participant_id, p.room, p.batch, p.offset_s) for p in build_plan(config)})
     assert set().union(*shards) == full
@@ -104,8 +127,10 @@ def test_shards_are_disjoint_cover_the_plan_and_keep_its_schedule():
 
 def test_shards_agree_on_room_names_without_a_prefix_only_through_the_start_time():
     start = datetime(2026, 11, 28, 21, 0, tzinfo=UTC)
-    names = {SwarmConfig(domain="d", shard_index=k, shard_count=3, start_at=start).resolved().room_prefix
-             for k in range(3)}
+    names = {
+        SwarmConfig(domain="d", shard_index=k, shard_count=3, start_at=start).resolved().room_prefix
+        for k in range(3)
+    }
     assert len(names) == 1
     with pytest.raises(UserError, match="--room-prefix or --start-at"):
         SwarmConfig(domain="d", shard_index=0, shard_count=3).resolved()
@@ -118,8 +143,16 @@ def test_shards_agree_on_room_names_without_a_prefix_only_through_the_start_time
 def test_a_shard_with_nobody_in_it_ends_at_once_and_successfully(tmp_path):
     from prosody_analyze.swarm import run_swarm
 
-    config = SwarmConfig(domain="localhost", service="ws://127.0.0.1:9/xmpp-websocket", room_prefix="e",
-                         rooms=1, participants=1, shard_index=1, shard_count=2, duration=60)
+    config = SwarmConfig(
+        domain="localhost",
+        service="ws://127.0.0.1:9/xmpp-websocket",
+        room_prefix="e",
+        rooms=1,
+        participants=1,
+        shard_index=1,
+        shard_count=2,
+        duration=60,
+    )
     summary = run_swarm(config, tmp_path / "c", progress=False)
     assert (summary.target, summary.exit_code, summary.end_reason) == (0, 0, "every participant ended")
     assert summary.duration_s < 2

@@ -32,8 +32,14 @@ def events_of(capture: Path) -> list[dict]:
 
 
 def small(prosody, **options) -> SwarmConfig:
-    values = dict(domain="localhost", service=prosody.websocket_url, rooms=2, participants=5, duration=0.3,
-                  stage_timeout=5)
+    values = dict(
+        domain="localhost",
+        service=prosody.websocket_url,
+        rooms=2,
+        participants=5,
+        duration=0.3,
+        stage_timeout=5,
+    )
     values.update(options)
     return SwarmConfig(**values)
 
@@ -54,9 +60,18 @@ def test_two_rooms_of_five_join_leave_and_the_capture_ingests(local_prosody, tmp
     assert sorted(per_participant) == [f"{room}-{i}" for room in (0, 1) for i in range(5)]
     for kinds in per_participant.values():
         # no Jicofo here: Prosody answers the conference request with an error, and the join goes on
-        assert kinds == ["connecting", "connection_opened", "authenticated", "resource_bound", "sm_enabled",
-                         "conference_request", "conference_error", "muc_join_sent", "muc_joined",
-                         "disconnected"]
+        assert kinds == [
+            "connecting",
+            "connection_opened",
+            "authenticated",
+            "resource_bound",
+            "sm_enabled",
+            "conference_request",
+            "conference_error",
+            "muc_join_sent",
+            "muc_joined",
+            "disconnected",
+        ]
     joined = [e for e in events if e["kind"] == "muc_joined"]
     assert {e["room"] for e in joined} == {"ci-0", "ci-1"}
     assert all(re.fullmatch(r"[^@/]+@localhost/[^/]+", e["jid"]) for e in joined)
@@ -78,12 +93,35 @@ def test_two_rooms_of_five_join_leave_and_the_capture_ingests(local_prosody, tmp
 
 def test_a_jxs_config_runs_as_is_from_the_command_line(local_prosody, tmp_path):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"domain": "localhost", "service": local_prosody.websocket_url,
-                                  "roomPrefix": "jxs", "duration": 0.2, "delay": 20}))
+    config.write_text(
+        json.dumps(
+            {
+                "domain": "localhost",
+                "service": local_prosody.websocket_url,
+                "roomPrefix": "jxs",
+                "duration": 0.2,
+                "delay": 20,
+            }
+        )
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "prosody_analyze", "swarm", "--config", str(config), "2", "3",
-         "--out", str(tmp_path / "capture"), "--json", "--no-progress"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "prosody_analyze",
+            "swarm",
+            "--config",
+            str(config),
+            "2",
+            "3",
+            "--out",
+            str(tmp_path / "capture"),
+            "--json",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -93,10 +131,33 @@ def test_a_jxs_config_runs_as_is_from_the_command_line(local_prosody, tmp_path):
 
 def test_out_dash_streams_the_capture_on_stdout_and_nothing_else(local_prosody, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "prosody_analyze", "swarm", "--domain", "localhost",
-         "--service", local_prosody.websocket_url, "--rooms", "1", "--participants", "4", "--duration", "0.2",
-         "--shard", "1/2", "--start-at", "+0s", "--room-prefix", "stream", "--out", "-"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "prosody_analyze",
+            "swarm",
+            "--domain",
+            "localhost",
+            "--service",
+            local_prosody.websocket_url,
+            "--rooms",
+            "1",
+            "--participants",
+            "4",
+            "--duration",
+            "0.2",
+            "--shard",
+            "1/2",
+            "--start-at",
+            "+0s",
+            "--room-prefix",
+            "stream",
+            "--out",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
@@ -107,8 +168,11 @@ def test_out_dash_streams_the_capture_on_stdout_and_nothing_else(local_prosody, 
 
 
 def test_source_addresses_spread_the_connections(local_prosody, tmp_path):
-    summary = run_swarm(small(local_prosody, rooms=1, participants=4,
-                              source_addresses=("127.0.0.2", "127.0.0.3")), tmp_path / "c", progress=False)
+    summary = run_swarm(
+        small(local_prosody, rooms=1, participants=4, source_addresses=("127.0.0.2", "127.0.0.3")),
+        tmp_path / "c",
+        progress=False,
+    )
     assert summary.joined == 4
     log = local_prosody.log_path.read_text()
     assert "127.0.0.2" in log and "127.0.0.3" in log
@@ -138,8 +202,9 @@ class Http500Front:
         self.requests += 1
         if self.requests % 2 == 1:
             self.refused += 1
-            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
-                         b"Connection: close\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             await writer.drain()
             writer.close()
             return
@@ -171,8 +236,11 @@ class Http500Front:
 def test_http_500_on_upgrade_is_recorded_with_its_status_and_retried(local_prosody, tmp_path):
     with Http500Front(local_prosody.http_port) as front:
         service = f"ws://127.0.0.1:{front.port}/xmpp-websocket"
-        summary = run_swarm(small(local_prosody, service=service, retries=2, retry_backoff=0.05,
-                                  max_connecting=1), tmp_path / "c", progress=False)
+        summary = run_swarm(
+            small(local_prosody, service=service, retries=2, retry_backoff=0.05, max_connecting=1),
+            tmp_path / "c",
+            progress=False,
+        )
     events = events_of(tmp_path / "c")
     http_errors = [e for e in events if e["kind"] == "http_error"]
     assert len(http_errors) == front.refused >= 5
@@ -189,8 +257,9 @@ def test_http_500_on_upgrade_is_recorded_with_its_status_and_retried(local_proso
 def test_http_500_without_retries_fails_those_participants_only(local_prosody, tmp_path):
     with Http500Front(local_prosody.http_port) as front:
         service = f"ws://127.0.0.1:{front.port}/xmpp-websocket"
-        summary = run_swarm(small(local_prosody, service=service, max_connecting=1), tmp_path / "c",
-                            progress=False)
+        summary = run_swarm(
+            small(local_prosody, service=service, max_connecting=1), tmp_path / "c", progress=False
+        )
     assert (summary.joined, summary.failed) == (5, 5)
     assert summary.http_statuses == {500: 5} and summary.failures_by_stage == {"connected": 5}
     assert summary.exit_code == 1
@@ -199,9 +268,26 @@ def test_http_500_without_retries_fails_those_participants_only(local_prosody, t
 def test_unreachable_target_ends_quickly_with_one_clear_error(tmp_path):
     service = f"ws://127.0.0.1:{free_port()}/xmpp-websocket"
     done = subprocess.run(
-        [sys.executable, "-m", "prosody_analyze", "swarm", "--domain", "localhost", "--service", service,
-         "--rooms", "3", "--participants", "10", "--out", str(tmp_path / "c"), "--no-progress"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "prosody_analyze",
+            "swarm",
+            "--domain",
+            "localhost",
+            "--service",
+            service,
+            "--rooms",
+            "3",
+            "--participants",
+            "10",
+            "--out",
+            str(tmp_path / "c"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("prosody-analyze: error:")]
@@ -212,13 +298,16 @@ def test_unreachable_target_ends_quickly_with_one_clear_error(tmp_path):
 def test_wrong_domain_fails_every_participant_with_the_servers_reason(local_prosody, tmp_path):
     summary = run_swarm(small(local_prosody, domain="wrong.example"), tmp_path / "c", progress=False)
     assert summary.joined == 0 and summary.failures_by_stage == {"authenticated": 10}
-    assert summary.error == ("10/10 participants failed (most at stage authenticated): "
-                             "stream error: host-unknown - This server does not serve wrong.example")
+    assert summary.error == (
+        "10/10 participants failed (most at stage authenticated): "
+        "stream error: host-unknown - This server does not serve wrong.example"
+    )
 
 
 def test_refused_muc_join_fails_at_the_joined_stage(local_prosody, tmp_path):
-    summary = run_swarm(small(local_prosody, muc="conference.elsewhere.example"), tmp_path / "c",
-                        progress=False)
+    summary = run_swarm(
+        small(local_prosody, muc="conference.elsewhere.example"), tmp_path / "c", progress=False
+    )
     assert summary.joined == 0 and summary.failures_by_stage == {"joined": 10}
     assert "Communication with remote domains is not enabled" in summary.error
 
@@ -274,8 +363,9 @@ def test_local_mode_brings_its_own_prosody_and_leaves_its_log_and_metrics(tmp_pa
 
 
 def test_pings_go_out_while_in_the_room(local_prosody, tmp_path):
-    config = small(local_prosody, rooms=1, participants=2, room_prefix="pings", ping_interval=0.2,
-                   duration=0.9)
+    config = small(
+        local_prosody, rooms=1, participants=2, room_prefix="pings", ping_interval=0.2, duration=0.9
+    )
     summary = run_swarm(config, tmp_path / "c", progress=False)
     assert summary.joined == 2
     pings = re.findall(r"Received\[c2s\]: <iq [^>]*id='ping\d+'", local_prosody.log_path.read_text())
@@ -301,14 +391,21 @@ def test_conference_request_over_http_is_posted_before_logging_in(local_prosody,
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         target = f"http://127.0.0.1:{server.server_port}/conference-request/v1"
-        summary = run_swarm(small(local_prosody, rooms=1, participants=2, room_prefix="http",
-                                  conference_request_target=target), tmp_path / "c", progress=False)
+        summary = run_swarm(
+            small(
+                local_prosody, rooms=1, participants=2, room_prefix="http", conference_request_target=target
+            ),
+            tmp_path / "c",
+            progress=False,
+        )
     finally:
         server.shutdown()
     assert summary.joined == 2
     assert sorted(path for path, _, _ in received) == ["/conference-request/v1?room=http-0"] * 2
-    assert all(kind == "application/json" and body["room"] == "http-0@conference.localhost"
-               for _, kind, body in received)
+    assert all(
+        kind == "application/json" and body["room"] == "http-0@conference.localhost"
+        for _, kind, body in received
+    )
     kinds = [e["kind"] for e in events_of(tmp_path / "c") if e.get("participant") == "0-0"]
     assert kinds.index("conference_request") < kinds.index("connection_opened")
     assert "conference_error" not in kinds
@@ -317,10 +414,26 @@ def test_conference_request_over_http_is_posted_before_logging_in(local_prosody,
 def test_ctrl_c_makes_everyone_leave_cleanly(local_prosody, tmp_path):
     capture = tmp_path / "c"
     process = subprocess.Popen(
-        [sys.executable, "-m", "prosody_analyze", "swarm", "--domain", "localhost",
-         "--service", local_prosody.websocket_url, "--rooms", "1", "--participants", "3",
-         "--out", str(capture), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "prosody_analyze",
+            "swarm",
+            "--domain",
+            "localhost",
+            "--service",
+            local_prosody.websocket_url,
+            "--rooms",
+            "1",
+            "--participants",
+            "3",
+            "--out",
+            str(capture),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -338,8 +451,16 @@ def test_ctrl_c_makes_everyone_leave_cleanly(local_prosody, tmp_path):
 
 def test_start_at_holds_the_ramp_until_the_shared_start(local_prosody, tmp_path):
     start = datetime.now(UTC) + timedelta(seconds=1)
-    config = small(local_prosody, rooms=1, participants=2, room_prefix="later", start_at=start,
-                   shard_index=0, shard_count=2, duration=0.1)
+    config = small(
+        local_prosody,
+        rooms=1,
+        participants=2,
+        room_prefix="later",
+        start_at=start,
+        shard_index=0,
+        shard_count=2,
+        duration=0.1,
+    )
     summary = run_swarm(config, tmp_path / "c", progress=False)
     assert summary.joined == 1 and summary.shard == "0/2"
     opened = [e for e in events_of(tmp_path / "c") if e["kind"] == "connection_opened"]
@@ -367,8 +488,13 @@ def test_a_server_that_goes_silent_fails_the_stage_on_timeout(tmp_path):
     thread.start()
     ready.wait(5)
     started = time.monotonic()
-    config = SwarmConfig(domain="localhost", service=f"ws://127.0.0.1:{port}/xmpp-websocket", rooms=1,
-                         participants=3, stage_timeout=0.5)
+    config = SwarmConfig(
+        domain="localhost",
+        service=f"ws://127.0.0.1:{port}/xmpp-websocket",
+        rooms=1,
+        participants=3,
+        stage_timeout=0.5,
+    )
     summary = run_swarm(config, tmp_path / "c", progress=False)
     assert time.monotonic() - started < 5
     assert summary.failures_by_stage == {"authenticated": 3}
@@ -377,8 +503,14 @@ def test_a_server_that_goes_silent_fails_the_stage_on_timeout(tmp_path):
 
 
 def test_metrics_url_is_scraped_into_the_capture(local_prosody, tmp_path):
-    config = small(local_prosody, rooms=1, participants=2, metrics_url=local_prosody.metrics_url,
-                   metrics_interval=0.2, duration=0.8)
+    config = small(
+        local_prosody,
+        rooms=1,
+        participants=2,
+        metrics_url=local_prosody.metrics_url,
+        metrics_interval=0.2,
+        duration=0.8,
+    )
     summary = run_swarm(config, tmp_path / "c", progress=False)
     assert summary.joined == 2
     rows = (tmp_path / "c" / "metrics.csv").read_text().splitlines()

@@ -48,8 +48,15 @@ def test_parse_values_matches_parse_value_on_a_column():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("15000Mi", 15000 * 2**20), ("1.5Gi", 1.5 * 2**30), ("500m", 0.5), ("2", 2.0), ("1e3", 1000.0),
-     ("128k", 128_000.0), ("1Ki", 1024.0)],
+    [
+        ("15000Mi", 15000 * 2**20),
+        ("1.5Gi", 1.5 * 2**30),
+        ("500m", 0.5),
+        ("2", 2.0),
+        ("1e3", 1000.0),
+        ("128k", 128_000.0),
+        ("1Ki", 1024.0),
+    ],
 )
 def test_kubernetes_quantities(text, value):
     assert parse_quantity(text) == pytest.approx(value)

@@ -123,7 +123,9 @@ def _print_fit(result: FitResult, console: Console) -> None:
     outliers = {o["participants"] for o in result.outliers}
     for point, residual in zip(result.points, result.residuals, strict=True):
         table.add_row(
-            f"{point['participants']:,.0f}", f"{point['value']:.4g}", f"{residual:+.3g}",
+            f"{point['participants']:,.0f}",
+            f"{point['value']:.4g}",
+            f"{residual:+.3g}",
             "yes" if point["participants"] in outliers else "",
         )
     console.print(table)
@@ -139,6 +141,7 @@ def _print_fit(result: FitResult, console: Console) -> None:
         console.print("linear: no breakpoint preferred by BIC")
     capacity = result.capacity
     if capacity:
+
         def shown(value: float | None) -> str:
             return "—" if value is None or value != value else f"{value:,.0f}"
 

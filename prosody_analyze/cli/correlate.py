@@ -37,8 +37,9 @@ def correlate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Join metrics to the load (participants connected/joined) in time; write correlated.parquet."""
-    result = correlate(analysis_dir, metrics or [], out_dir=out or analysis_dir, tolerance=tolerance,
-                       every=every, tz=tz)
+    result = correlate(
+        analysis_dir, metrics or [], out_dir=out or analysis_dir, tolerance=tolerance, every=every, tz=tz
+    )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return

@@ -31,8 +31,9 @@ def swarm_job(
     ] = "60s",
     start_at: Annotated[
         str | None,
-        typer.Option(help="Shared ramp start as an ISO time (2026-11-28T21:00:00Z) or +DELAY; "
-                     "overrides --start-delay."),
+        typer.Option(
+            help="Shared ramp start as an ISO time (2026-11-28T21:00:00Z) or +DELAY; overrides --start-delay."
+        ),
     ] = None,
     cpu: Annotated[str, typer.Option(help="CPU request per pod (Kubernetes quantity: 500m, 2).")] = "1",
     memory: Annotated[str, typer.Option(help="Memory request per pod (512Mi, 2Gi).")] = "512Mi",

@@ -22,9 +22,7 @@ def report_command(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out", "-o", help="File to write (default: reports/<UTC date>-prosody.html, or .md)."
-        ),
+        typer.Option("--out", "-o", help="File to write (default: reports/<UTC date>-prosody.html, or .md)."),
     ] = None,
     format: Annotated[
         str,

@@ -199,8 +199,11 @@ def swarm(
     elif to_stdout:
         # kubectl logs mixes stderr into the capture: one line there, the full summary is in
         # the capture's final manifest line.
-        print(f"swarm: {summary.joined}/{summary.target} joined, {summary.failed} failed, "
-              f"{summary.dropped} dropped, shard {summary.shard or '-'}", file=sys.stderr)
+        print(
+            f"swarm: {summary.joined}/{summary.target} joined, {summary.failed} failed, "
+            f"{summary.dropped} dropped, shard {summary.shard or '-'}",
+            file=sys.stderr,
+        )
     else:
         print_summary(console, summary)
     if summary.error:

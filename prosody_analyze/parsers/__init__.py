@@ -21,9 +21,10 @@ import polars as pl
 from polars.io.plugins import register_io_source
 
 from ..schema import EVENT_SCHEMA, conform
+from ..sessions import LIFECYCLE_KINDS
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
-from .prosody_fields import read_fields
+from .prosody_fields import read_lines
 from .source import (
     SAMPLE_BYTES,
     ReadNotes,
@@ -157,45 +158,48 @@ def _scratch_file(scratch: Path, prefix: str) -> Path:
 def _stream(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
     """Prosody formats: chunk by chunk, memory bounded by a chunk whatever the file size.
 
-    Each chunk of whole lines is split by polars' CSV reader and classified (pass 1 of
-    ``prosody_server``) and its few detail rows are refined (pass 2), in worker threads; then, in
-    file order, what carries across chunks is applied and the chunk goes on to the Parquet writer,
-    through an IO source, as the returned frame is consumed (rows in line order). The figures and
-    the lifecycle rows (for sessions) fill in meanwhile.
+    Each chunk of whole lines is split into lines by polars' CSV reader and turned into events
+    (``prosody_server``) in worker threads; then, in file order, what carries across chunks is
+    applied and the chunk goes on to the Parquet writer, through an IO source, as the returned
+    frame is consumed (rows in line order). The figures and the lifecycle rows (for sessions)
+    fill in meanwhile.
     """
     result = FileResult()
     lifecycle: list[Path] = []
-    state = prosody_server.RefineState()
-    file_column = pl.lit(display)
+    state = prosody_server.CarryState()
+    constants = {"file": pl.lit(display), "origin": pl.lit("server")}  # Prosody logs only
 
-    def parse_chunk(chunk: bytes, first_seq: int) -> tuple[pl.DataFrame, dict, Path]:
-        """Both passes on one chunk, in a worker thread (polars releases the GIL)."""
+    def parse_chunk(chunk: bytes) -> tuple[pl.DataFrame, dict, int]:
+        """One chunk's events (lines numbered from 1), figures and line count, in a worker thread
+        (polars releases the GIL)."""
         ascii = chunk.isascii()  # a quick scan that spares lossy decoding and the U+FFFD count
-        batch = module.pass1(read_fields(chunk, first_seq, ascii), context).collect()
-        detail = batch.filter(pl.col("detail")).drop("detail")
-        detail = conform(prosody_server.refine(detail).with_columns(file=file_column), EVENT_SCHEMA)
-        # Written out, not kept: frames filtered from a chunk would hold on to all of its strings.
-        part = _scratch_file(scratch, "lifecycle-")
-        detail.drop("message").write_parquet(part, compression="lz4")
-        rest = conform(batch.filter(~pl.col("detail")).with_columns(file=file_column), EVENT_SCHEMA)
-        figures = _figures(batch, count_invalid=not ascii)
-        return pl.concat([rest, detail]).sort("seq"), figures, part  # sort: strings not copied
+        lines, count = read_lines(chunk, ascii)
+        events = prosody_server.event_columns(module.fields(lines, context), constants).collect()
+        figures = _figures(events, count_invalid=not ascii)
+        return prosody_server.fold_tracebacks(events.drop("unparsed")), figures, count
 
     def in_order(done: Future) -> pl.DataFrame:
-        events, figures, part = done.result()
+        """File order: number the lines, carry joins over, note the lifecycle rows for sessions."""
+        events, figures, count = done.result()
+        events = events.with_columns(pl.col("seq") + result.lines)
         _merge(result, figures)
-        lifecycle.append(part)
+        result.lines += count
+        events = prosody_server.carry_over(events, state)
         result.events += events.height
-        return prosody_server.drop_repeated_joins(events, state)
+        # Written out, not kept: frames filtered from a chunk would hold on to all of its strings.
+        part = _scratch_file(scratch, "lifecycle-")
+        events.filter(pl.col("kind").is_in(LIFECYCLE_KINDS)).drop("message").write_parquet(
+            part, compression="lz4"
+        )
+        lifecycle.append(part)
+        return events
 
     def batches(with_columns, predicate, n_rows, batch_size):
         with ThreadPoolExecutor(max_workers=PARALLEL_CHUNKS) as pool:
             queued: deque[Future] = deque()
-            first_seq = 1
             try:
                 for chunk in iter_byte_chunks(path, notes, CHUNK_BYTES):
-                    queued.append(pool.submit(parse_chunk, chunk, first_seq))
-                    first_seq += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                    queued.append(pool.submit(parse_chunk, chunk))
                     if len(queued) > PARALLEL_CHUNKS:
                         yield _select(in_order(queued.popleft()), with_columns, predicate)
                 while queued:
@@ -216,12 +220,12 @@ def _select(events: pl.DataFrame, with_columns: list[str] | None, predicate: pl.
     return events.select(with_columns) if with_columns else events
 
 
-def _figures(batch: pl.DataFrame, count_invalid: bool = True) -> dict:
-    """A pass-1 chunk's share of the file's figures (an ASCII chunk has no invalid UTF-8 to count)."""
-    invalid = pl.col("message").str.contains("\ufffd", literal=True).sum() if count_invalid else pl.lit(0)
-    return batch.select(
-        pl.col("seq").max().alias("lines"),
-        (pl.col("kind") == prosody_server.UNPARSED).sum().alias("unparsed"),
+def _figures(events: pl.DataFrame, count_invalid: bool = True) -> dict:
+    """A chunk's share of the file's figures (an ASCII chunk has no invalid UTF-8 to count)."""
+    line = pl.concat_str("source", "message", ignore_nulls=True)
+    invalid = line.str.contains("\ufffd", literal=True).sum() if count_invalid else pl.lit(0)
+    return events.select(
+        pl.col("unparsed").sum().alias("unparsed"),
         pl.col("ts").min().alias("first_ts"),
         pl.col("ts").max().alias("last_ts"),
         invalid.alias("invalid_utf8_lines"),
@@ -229,7 +233,6 @@ def _figures(batch: pl.DataFrame, count_invalid: bool = True) -> dict:
 
 
 def _merge(result: FileResult, figures: dict) -> None:
-    result.lines = max(result.lines, figures["lines"] or 0)
     result.unparsed += figures["unparsed"]
     result.invalid_utf8_lines += figures["invalid_utf8_lines"]
     for name, pick in (("first_ts", min), ("last_ts", max)):

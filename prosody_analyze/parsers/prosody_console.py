@@ -13,17 +13,19 @@ import re
 import polars as pl
 
 from .context import FileContext
-from .prosody_fields import continues, joined, unwrap_head
-from .prosody_server import LEVEL_NAMES, provisional_rows
+from .prosody_fields import split_tabs, unwrap_line
+from .prosody_server import LEVEL_NAMES
 
 NAME = "prosody-console"
 LINE_RE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\S+\s+(?:debug|info|warn|error)\t")
 
 
-def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
-    """Pass 1 over a chunk's fields (see ``prosody_fields``): one row per line, provisional kinds."""
-    frame = unwrap_head(fields, context.wrapping)
-    head = pl.col("a")
+def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
+    """A chunk's ``(seq, line)`` -> ``ts, source, level, message, parsed`` (see ``prosody_server``)."""
+    frame = unwrap_line(lines, context.wrapping).lazy()
+    head, message = split_tabs(pl.col("line"), 2)
+    frame = frame.with_columns(head=head, message=message)
+    head = pl.col("head")
     dated = (head.str.slice(4, 1) == "-") & (head.str.slice(10, 1) == " ") & (head.str.slice(13, 1) == ":")
     frame = frame.with_columns(
         stamp=pl.when(dated).then(
@@ -35,15 +37,11 @@ def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
     level = pl.lit(None, pl.String)
     for name in LEVEL_NAMES:
         level = pl.when(rest.str.ends_with(f" {name}")).then(pl.lit(name)).otherwise(level)
-    ts = pl.coalesce("stamp", "wrap_ts") if context.wrapping.kubectl_time else pl.col("stamp")
-    parsed = level.is_not_null()
-    continuation = (head.is_null() & pl.col("b").is_not_null()) | continues(head)
     frame = frame.with_columns(
-        ts=ts,
+        ts=pl.coalesce("stamp", "wrap_ts") if context.wrapping.kubectl_time else pl.col("stamp"),
         source=rest.str.splitn(" ", 2).struct.field("field_0"),
-        level=pl.when(parsed).then(level).otherwise(pl.col("b")),
-        message=pl.when(parsed).then(joined("b", "c").fill_null("")).otherwise(joined("c", "d")),
-        parsed=parsed,
-        raw_a=pl.when(~parsed).then(head),
+        level=level,
+        message=pl.col("message").fill_null(""),
+        parsed=level.is_not_null() & pl.col("message").is_not_null(),
     )
-    return provisional_rows(frame, continuation, context)
+    return frame

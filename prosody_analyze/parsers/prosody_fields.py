@@ -1,72 +1,72 @@
-"""Reading Prosody logs, a chunk at a time, as tab-separated fields with polars' CSV reader.
+"""Reading Prosody logs a chunk at a time: whole lines through polars' CSV reader, then split at TABs.
 
-Both Prosody sinks separate source/level/message with TABs, so the multi-threaded CSV reader
-splits the lines for us (no quoting, CRLF handled, invalid UTF-8 replaced). A message holding
-more than one TAB keeps its first two; a line without TAB is one field, kept for ``message``.
+The multi-threaded CSV reader, told to split at a byte the chunk does not hold, cuts the chunk
+into lines for us (CRLF handled, invalid UTF-8 replaced, blank lines kept as nulls so line
+numbers stay right). Each format then splits a line at its first TABs only (``splitn``), so a
+message holding TABs keeps them all, and a line that is not a record is still there, whole,
+for ``message``.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from .source import KUBECTL_PREFIX, KUBECTL_TIME, Wrapping
+from .source import KUBECTL_PREFIX, KUBECTL_TIME, ReadNotes, Wrapping, lines_frame
 
-FIELDS = ["a", "b", "c", "d"]
+# Control bytes that no log line should hold; the reader splits "fields" at one the chunk lacks.
+SPLIT_BYTES = [bytes([code]) for code in (*range(1, 9), *range(14, 32), 127)]
 
 
-def read_fields(chunk: bytes, first_seq: int, ascii: bool = False) -> pl.LazyFrame:
-    """Whole lines as fields ``a``..``d`` (null when absent or empty), numbered from ``first_seq``.
+def read_lines(chunk: bytes, ascii: bool = False) -> tuple[pl.DataFrame, int]:
+    """The chunk's lines as ``(seq, line)`` numbered from 1, blank lines left out, and how many
+    lines it has (blank ones included).
 
     ``ascii``: the caller saw that the chunk is plain ASCII, so the cheaper strict decoder will do.
     """
-    fields = pl.read_csv(
-        chunk,
-        has_header=False,
-        separator="\t",
-        quote_char=None,
-        truncate_ragged_lines=True,
-        encoding="utf8" if ascii else "utf8-lossy",
-        schema=dict.fromkeys(FIELDS, pl.String),
-        missing_columns="insert",
-        raise_if_empty=False,
-    )
-    return (
-        fields.lazy()
-        .with_row_index("seq", offset=first_seq)
-        .with_columns(pl.col("seq").cast(pl.Int64))
-        .filter(pl.col("a").is_not_null() | pl.col("b").is_not_null())  # blank lines carry nothing
-    )
+    separator = next((byte for byte in SPLIT_BYTES if chunk.find(byte) < 0), None)
+    if separator is None:  # every control byte present: not text anyone logged, read it the slow way
+        lines = lines_frame(chunk, 1, ReadNotes()).with_columns(line=pl.col("line").replace("", None))
+    else:
+        lines = pl.read_csv(
+            chunk,
+            has_header=False,
+            separator=separator.decode(),
+            quote_char=None,
+            encoding="utf8" if ascii else "utf8-lossy",
+            schema={"line": pl.String},
+            raise_if_empty=False,
+        ).with_row_index("seq", offset=1)
+    return lines.with_columns(pl.col("seq").cast(pl.Int64)).filter(pl.col("line").is_not_null()), lines.height
 
 
-def joined(first: str, second: str) -> pl.Expr:
-    """Two fields glued back with the TAB the scanner split them at."""
-    return pl.coalesce(pl.concat_str(pl.col(first), pl.lit("\t"), pl.col(second)), pl.col(first))
+def split_tabs(line: pl.Expr, fields: int) -> list[pl.Expr]:
+    """The line's first ``fields - 1`` TAB-separated fields and the rest (TABs kept), null when absent."""
+    parts = line.str.splitn("\t", fields)
+    return [parts.struct.field(f"field_{index}") for index in range(fields)]
 
 
-def unwrap_head(frame: pl.LazyFrame, wrapping: Wrapping) -> pl.LazyFrame:
-    """Move ``kubectl logs --prefix/--timestamps`` wrappers off field ``a`` into ``shard`` / ``wrap_ts``."""
-    head = pl.col("a")
-    if wrapping.kubectl_prefix:
-        frame = frame.with_columns(
-            shard=head.str.extract(KUBECTL_PREFIX, 1), a=head.str.replace(KUBECTL_PREFIX, "")
-        )
-    if wrapping.kubectl_time:
-        frame = frame.with_columns(
-            wrap_ts=head.str.extract(KUBECTL_TIME, 1).str.to_datetime(
+def unwrap_line(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
+    """Move ``kubectl logs --prefix/--timestamps`` wrappers off the line into ``shard`` / ``wrap_ts``."""
+    line = pl.col("line")
+    for _ in range(2 if wrapping.kubectl_prefix and wrapping.kubectl_time else 1):  # either order
+        if wrapping.kubectl_prefix:
+            shard = line.str.extract(KUBECTL_PREFIX, 1)
+            frame = frame.with_columns(
+                shard=pl.coalesce("shard", shard) if "shard" in frame.columns else shard,
+                line=line.str.replace(KUBECTL_PREFIX, ""),
+            )
+        if wrapping.kubectl_time:
+            stamp = line.str.extract(KUBECTL_TIME, 1).str.to_datetime(
                 "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False
-            ),
-            a=head.str.replace(KUBECTL_TIME, ""),
-        )
-    if wrapping.kubectl_prefix and wrapping.kubectl_time:  # either order
-        frame = frame.with_columns(
-            shard=pl.coalesce("shard", head.str.extract(KUBECTL_PREFIX, 1)),
-            a=head.str.replace(KUBECTL_PREFIX, ""),
-        )
+            )
+            frame = frame.with_columns(
+                wrap_ts=pl.coalesce("wrap_ts", stamp) if "wrap_ts" in frame.columns else stamp,
+                line=line.str.replace(KUBECTL_TIME, ""),
+            )
     return frame
 
 
-def continues(head: pl.Expr) -> pl.Expr:
+def continues(line: pl.Expr) -> pl.Expr:
     """A line that continues the record above it (a Lua traceback): indented, or its heading."""
-    return (head.str.starts_with(" ") & (head.str.strip_chars() != "")) | head.str.starts_with(
-        "stack traceback:"
-    )
+    indented = line.str.starts_with("\t") | line.str.starts_with(" ")
+    return (indented & (line.str.strip_chars() != "")) | line.str.starts_with("stack traceback:")

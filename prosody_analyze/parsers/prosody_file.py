@@ -13,8 +13,8 @@ import re
 import polars as pl
 
 from .context import FileContext
-from .prosody_fields import continues, joined, unwrap_head
-from .prosody_server import LEVEL_NAMES, provisional_rows
+from .prosody_fields import split_tabs, unwrap_line
+from .prosody_server import LEVEL_NAMES
 
 NAME = "prosody-file"
 LINE_RE = re.compile(r"^[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d \S+\t(?:debug|info|warn|error)\t")
@@ -26,28 +26,28 @@ def first_month(line: str) -> int | None:
     return MONTHS.index(line[:3]) + 1 if LINE_RE.match(line) else None
 
 
-def pass1(fields: pl.LazyFrame, context: FileContext) -> pl.LazyFrame:
-    """Pass 1 over a chunk's fields (see ``prosody_fields``): one row per line, provisional kinds."""
-    frame = unwrap_head(fields, context.wrapping)
-    head = pl.col("a")
+def _timestamp(head: pl.Expr, context: FileContext) -> pl.Expr:
+    """``Nov 28 21:03:03`` at the start of ``head`` in the file's year (or the next, after Dec -> Jan)."""
     year = pl.lit(f"{context.first_year} ")
     if context.first_month > 1:  # months before the first line's are in the next year
         next_year = head.str.head(3).is_in(MONTHS[: context.first_month - 1])
         year = pl.when(next_year).then(pl.lit(f"{context.first_year + 1} ")).otherwise(year)
-    frame = frame.with_columns(
-        ts=pl.concat_str(year, head.str.head(15)).str.strptime(
-            pl.Datetime("us", "UTC"), "%Y %b %d %H:%M:%S", strict=False
-        )
+    return pl.concat_str(year, head.str.head(15)).str.strptime(
+        pl.Datetime("us", "UTC"), "%Y %b %d %H:%M:%S", strict=False
     )
-    parsed = pl.col("ts").is_not_null() & pl.col("b").is_in(LEVEL_NAMES) & (head.str.slice(15, 1) == " ")
-    ts = pl.coalesce("ts", "wrap_ts") if context.wrapping.kubectl_time else pl.col("ts")
-    continuation = (head.is_null() & pl.col("b").is_not_null()) | continues(head)
-    frame = frame.with_columns(
-        ts=ts,
-        source=head.str.slice(16),
-        level=pl.col("b"),
-        message=pl.when(parsed).then(joined("c", "d").fill_null("")).otherwise(joined("c", "d")),
-        parsed=parsed,
-        raw_a=pl.when(~parsed).then(head),
+
+
+def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
+    """A chunk's ``(seq, line)`` -> ``ts, source, level, message, parsed`` (see ``prosody_server``)."""
+    frame = unwrap_line(lines, context.wrapping).lazy()
+    head, level, message = split_tabs(pl.col("line"), 3)
+    frame = frame.with_columns(head=head, level=level, message=message).with_columns(
+        ts=_timestamp(pl.col("head"), context)
     )
-    return provisional_rows(frame, continuation, context)
+    frame = frame.with_columns(
+        ts=pl.coalesce("ts", "wrap_ts") if context.wrapping.kubectl_time else pl.col("ts"),
+        source=pl.col("head").str.slice(16),
+        message=pl.col("message").fill_null(""),
+        parsed=pl.col("level").is_in(LEVEL_NAMES) & pl.col("ts").is_not_null(),
+    )
+    return frame

@@ -9,6 +9,7 @@ format parser only sees the line its program wrote.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -93,11 +94,50 @@ def read_sample(path: Path, limit: int = SAMPLE_BYTES) -> bytes:
     return b"".join(parts)[:limit]
 
 
-def iter_byte_chunks(path: Path, notes: ReadNotes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Chunks of about ``chunk_bytes`` of whole lines (each ends at a newline, except maybe the last).
+# How a line that continues the record above it opens (Lua tracebacks): chunks never start there.
+CONTINUATION_OPENINGS = (b"\t", b" ")
+TRACEBACK_HEADING = b"stack traceback:"
+RECORD_SEARCH = 256 << 10  # how far back from a chunk's nominal end to look for a record's start
 
-    Blocks are gathered and joined once per chunk: growing one bytes object would copy it over and over.
+
+def _continues_at(data: bytes, start: int) -> bool:
+    """Whether the line at ``start`` continues the record above (or is too short to tell)."""
+    head = data[start : start + len(TRACEBACK_HEADING)]
+    if head[:1] in CONTINUATION_OPENINGS:
+        return True
+    return (
+        TRACEBACK_HEADING.startswith(head)
+        if len(head) < len(TRACEBACK_HEADING)
+        else head == TRACEBACK_HEADING
+    )
+
+
+def record_start(data: bytes, end: int, floor: int = 0) -> int | None:
+    """The last line start in ``data[floor + 1 : end + 1]`` whose line opens a record, or None.
+
+    A chunk cut there keeps each traceback whole: its lines all go to the next chunk.
     """
+    while end > floor:
+        newline = data.rfind(b"\n", floor, end)
+        if newline < 0:
+            return None
+        start = newline + 1
+        if not _continues_at(data, start):
+            return start
+        end = newline
+    return None
+
+
+def iter_byte_chunks(path: Path, notes: ReadNotes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Chunks of about ``chunk_bytes`` of whole records (each ends at a newline, except maybe the last).
+
+    A plain file is read a chunk at a time at offsets found beforehand (one copy from the page
+    cache); a gzip stream is gathered block by block. Either way a chunk ends where a record
+    (not a traceback's continuation line) starts, when one is found near its nominal end.
+    """
+    if not is_gzip(path):
+        yield from _plain_chunks(path, chunk_bytes)
+        return
     blocks: list[bytes] = []
     size = 0
     for block in iter_bytes(path, notes, read_size=chunk_bytes):
@@ -106,14 +146,51 @@ def iter_byte_chunks(path: Path, notes: ReadNotes, chunk_bytes: int = CHUNK_BYTE
         if size < chunk_bytes:
             continue
         data = b"".join(blocks)
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # one huge line so far: keep reading until it ends
+        cut = record_start(data, len(data), max(0, len(data) - RECORD_SEARCH))
+        if cut is None and len(data) < 4 * chunk_bytes:
+            cut = 0  # one huge line or record so far: keep reading until it ends
+        elif cut is None:
+            cut = data.rfind(b"\n") + 1
+        if cut == 0:
             blocks, size = [data], len(data)
             continue
         yield data[:cut]
         blocks, size = ([data[cut:]], len(data) - cut) if cut < len(data) else ([], 0)
     if size:
         yield b"".join(blocks)
+
+
+def _plain_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as handle:
+        descriptor, size, offset = handle.fileno(), os.fstat(handle.fileno()).st_size, 0
+        while offset < size:
+            cut = _plain_cut(descriptor, offset, min(size, offset + chunk_bytes), size)
+            yield os.pread(descriptor, cut - offset, offset)
+            offset = cut
+
+
+def _plain_cut(descriptor: int, offset: int, nominal: int, size: int) -> int:
+    """Where the chunk starting at ``offset`` ends: the last record start at or before ``nominal``,
+    else (a record longer than the chunk) the first one after it, else the end of the file."""
+    if nominal >= size:
+        return size
+    low = max(offset, nominal - RECORD_SEARCH)
+    window = os.pread(descriptor, nominal - low + len(TRACEBACK_HEADING), low)
+    start = record_start(window, nominal - low)
+    if start is not None and low + start > offset:
+        return low + start
+    position = nominal
+    while position < size:
+        block = os.pread(descriptor, RAW_READ, position)
+        newline = block.find(b"\n")
+        if newline < 0:  # a line longer than the block: read on
+            position += len(block)
+            continue
+        position += newline + 1
+        head = os.pread(descriptor, len(TRACEBACK_HEADING), position)
+        if position - nominal > RECORD_SEARCH or not _continues_at(head, 0):
+            return position
+    return size
 
 
 def lines_frame(chunk: bytes, first_seq: int, notes: ReadNotes) -> pl.DataFrame:

@@ -57,8 +57,11 @@ async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool =
         start_at = config.start_at or datetime.now(UTC)
         late_s = (datetime.now(UTC) - start_at).total_seconds()
         if late_s > 1:
-            print(f"swarm: warning: the start time was {late_s:.1f} s ago; participants due by now "
-                  "start at once", file=sys.stderr)
+            print(
+                f"swarm: warning: the start time was {late_s:.1f} s ago; participants due by now "
+                "start at once",
+                file=sys.stderr,
+            )
         writer = CaptureWriter(out, shard=config.shard)
         manifest = _manifest(config, plan, start_at, prosody)
         sampler = None
@@ -109,8 +112,11 @@ def _allow_open_files(participants: int) -> None:
         new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
         if new_soft < wanted:
-            print(f"swarm: warning: the open-files limit ({hard}) is below the {participants} participants "
-                  "planned; raise it (ulimit -Hn) or shard the run", file=sys.stderr)
+            print(
+                f"swarm: warning: the open-files limit ({hard}) is below the {participants} participants "
+                "planned; raise it (ulimit -Hn) or shard the run",
+                file=sys.stderr,
+            )
 
 
 @contextlib.contextmanager
