@@ -407,3 +407,23 @@ def test_chunk_boundaries_do_not_split_records(tmp_path, fixtures, monkeypatch, 
     assert whole.filter(pl.col("http_status") == 500)["message"].str.count_matches("\n").to_list() == [4]
     errors = whole.filter(pl.col("kind") == "conference_error")["error"]
     assert errors.len() == 6 and set(errors) == {"Could not route stanza to remote"}
+
+
+@pytest.mark.parametrize(
+    "lines,year,expected",
+    [
+        (["Feb 28 23:59:59", "Mar 01 00:00:00"], 2028, ["2028-02-28 23:59:59", "2028-03-01 00:00:00"]),
+        (
+            ["Feb 28 23:59:59", "Feb 29 12:00:00", "Mar 01 00:00:00"],
+            2028,
+            ["2028-02-28 23:59:59", "2028-02-29 12:00:00", "2028-03-01 00:00:00"],
+        ),
+        (["Dec 31 23:59:59", "Mar 01 00:00:00"], 2027, ["2027-12-31 23:59:59", "2028-03-01 00:00:00"]),
+        (["Feb 28 23:59:59", "Mar 01 00:00:00"], 2026, ["2026-02-28 23:59:59", "2026-03-01 00:00:00"]),
+    ],
+)
+def test_file_log_times_land_on_the_right_day_in_leap_years(tmp_path, lines, year, expected):
+    log = tmp_path / "prosody.log"
+    log.write_text("".join(f"{stamp} c2s55aa00000001\tinfo\tClient connected\n" for stamp in lines))
+    events, _, _ = run(tmp_path, log, year=year)
+    assert events.sort("seq")["ts"].dt.strftime("%Y-%m-%d %H:%M:%S").to_list() == expected

@@ -174,7 +174,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         (polars releases the GIL)."""
         ascii = chunk.isascii()  # a quick scan that spares lossy decoding and the U+FFFD count
         lines, count = read_lines(chunk, ascii)
-        events = prosody_server.event_columns(module.fields(lines, context), constants).collect()
+        events = prosody_server.event_columns(module.fields(lines, context), constants)
         figures = _figures(events, count_invalid=not ascii)
         return prosody_server.fold_tracebacks(events.drop("unparsed")), figures, count
 

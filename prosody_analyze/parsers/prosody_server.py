@@ -4,7 +4,7 @@ Shared by the file format and the console (``kubectl logs``) format, which diffe
 time, source and level are laid out (their ``fields`` give ``seq, line, ts, source, level,
 message, parsed``). Gigabytes stream through, so the work per line must stay small:
 
-* :func:`coarse_code` gives every line a kind code from the opening of its message, with two
+* :func:`with_coarse_code` gives every line a kind code from the opening of its message, with two
   hash lookups and a few literal tests. Some codes are provisional: a stanza to look into, a JID
   to pull out, a line that is not a record.
 * :func:`event_columns` resolves them in the same query. Each regular expression runs on a
@@ -94,12 +94,17 @@ def _lookup(length: int, table: dict[str, str]) -> pl.Expr:
     )
 
 
-def coarse_code(parsed: pl.Expr) -> pl.Expr:
-    """The kind code from the opening of ``message`` (provisional where `event_columns` must look)."""
+def with_coarse_code(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ``code``: the kind code from the opening of ``message`` (provisional where
+    :func:`detail_columns` must look), with two hash lookups and a few literal tests.
+
+    The lookups go to a column first: inside the chain below they would be computed twice.
+    """
     starts = msg.str.starts_with
-    by_prefix = pl.coalesce(_lookup(19, BY_LONG_PREFIX), _lookup(16, BY_PREFIX))
-    return (
-        pl.when(~parsed)
+    frame = frame.with_columns(by_prefix=pl.coalesce(_lookup(19, BY_LONG_PREFIX), _lookup(16, BY_PREFIX)))
+    by_prefix = pl.col("by_prefix")
+    return frame.with_columns(
+        code=pl.when(~pl.col("parsed"))
         .then(_code(UNPARSED))
         .when(starts("Sending[c2s]: <") & msg.str.contains("type='error'", literal=True))
         .then(_code(ERROR_OUT))
@@ -112,19 +117,41 @@ def coarse_code(parsed: pl.Expr) -> pl.Expr:
         .when(src.is_in(CONTEXT_SOURCES))
         .then(_code(CONTEXT))
         .otherwise(_code("unknown"))
-    )
+    ).drop("by_prefix")
 
 
-def event_columns(frame: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.LazyFrame:
-    """Pass-1 rows -> events: final kinds, JIDs, rooms, requests and error texts (see the module doc).
+# Kinds whose lines need a look past their opening: `detail_columns` runs on these lines only.
+DETAIL_KINDS = [
+    IQ_IN,
+    PRESENCE_IN,
+    MESSAGE_OUT,
+    ERROR_OUT,
+    UNPARSED,
+    CONTEXT,
+    *JID_PATTERNS,
+    "http_request",
+    "traceback",
+    "hibernation_timeout",
+]
+DETAIL_CODES = pl.Series([CODE[name] for name in DETAIL_KINDS], dtype=pl.UInt8)
+DETAIL_SCHEMA = {
+    "final_code": pl.UInt8,
+    "continuation": pl.Boolean,
+    "jid": pl.String,
+    "room": pl.String,
+    "error": pl.String,
+    "http_status": pl.Int16,
+    "http_method": pl.String,
+    "http_path": pl.String,
+}
 
-    Keeps two flags: ``continuation`` (a traceback line that is not a record of its own) for
-    :func:`fold_tracebacks`, and ``unparsed`` (a line of no known shape) for the file's figures.
-    """
-    frame = frame.with_columns(code=coarse_code(pl.col("parsed")))
+
+def detail_columns(rows: pl.DataFrame) -> pl.DataFrame:
+    """On the detail lines of a chunk (``seq, line, message, code``, in line order): each line's
+    final code, whether it continues a traceback, and the fields pulled out of it (DETAIL_SCHEMA)."""
     unparsed = _is(UNPARSED)
-    frame = frame.with_columns(
-        continuation=continues(_only([UNPARSED], pl.col("line"))).fill_null(False),
+    frame = rows.lazy().with_columns(
+        continuation=unparsed & continues(pl.col("line")),
         occupant=_only([PRESENCE_IN]).str.extract(OCCUPANT_TO, 1),
         sender=_only([MESSAGE_OUT, ERROR_OUT]).str.extract(FROM, 1),
         context_text=pl.when(
@@ -133,22 +160,20 @@ def event_columns(frame: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Lazy
             & (pl.col("seq").shift(1) == pl.col("seq") - 1)
         ).then(msg.shift(1)),
     )
-    joins = pl.col("occupant").is_not_null() & ~_only([PRESENCE_IN]).str.contains("type='", literal=True)
+    joins = _is(PRESENCE_IN) & pl.col("occupant").is_not_null() & ~msg.str.contains("type='", literal=True)
     joined = (
         _is(MESSAGE_OUT)
-        & _only([MESSAGE_OUT]).str.contains("type='groupchat'", literal=True)
+        & msg.str.contains("type='groupchat'", literal=True)
         & ~pl.col("sender").str.contains("/", literal=True)
     )
-    from_focus = (
-        _is(ERROR_OUT)
-        & msg.str.starts_with("Sending[c2s]: <iq ")
-        & pl.col("sender").str.starts_with("focus.")
-    )
-    to_focus = _only([IQ_IN]).str.contains("to='focus.", literal=True).fill_null(False)
-    traceback = _is("traceback") | pl.col("continuation")
+    from_focus = msg.str.starts_with("Sending[c2s]: <iq ") & pl.col("sender").str.starts_with("focus.")
     kind = (
         pl.when(_is(IQ_IN))
-        .then(pl.when(to_focus).then(_code("conference_request")).otherwise(_code("unknown")))
+        .then(
+            pl.when(msg.str.contains("to='focus.", literal=True))
+            .then(_code("conference_request"))
+            .otherwise(_code("unknown"))
+        )
         .when(_is(PRESENCE_IN))
         .then(pl.when(joins).then(_code("muc_join_sent")).otherwise(_code("unknown")))
         .when(_is(MESSAGE_OUT))
@@ -168,39 +193,74 @@ def event_columns(frame: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Lazy
         .then(pl.col("sender"))
     )
     request = _only(["http_request"]).str.extract_groups(r"^Firing event: ([A-Z]+) (\S+)")
-    message = pl.when(unparsed).then(pl.col("line")).otherwise(msg)
     columns = {
-        "seq": pl.col("seq"),
-        "ts": pl.col("ts"),
-        **constants,
-        "shard": pl.col("shard") if "shard" in frame.collect_schema() else pl.lit(None),
-        "source": pl.when(unparsed).then(None).otherwise(src),
-        "level": pl.when(pl.col("continuation"))
-        .then(pl.lit("error"))
-        .when(unparsed)
-        .then(None)
-        .otherwise("level"),
-        "kind": kind.replace_strict(
-            list(range(len(EVENT_KINDS))), EVENT_KINDS, return_dtype=pl.Enum(EVENT_KINDS)
-        ),
-        "session": pl.when(unparsed).then(None).otherwise(session_of(src)),
+        "final_code": kind,
+        "continuation": pl.col("continuation"),
         "jid": pl.coalesce([_only([name]).str.extract(pattern, 1) for name, pattern in JID_PATTERNS.items()]),
         "room": room_of.str.extract(ROOM_OF, 1),
-        "http_status": pl.when(_is("traceback") & msg.str.starts_with("Traceback[httpserver]")).then(500),
-        "http_method": request.struct.field("1"),
-        "http_path": request.struct.field("2"),
-        "error": pl.when(traceback)
-        .then(message)
+        "error": pl.when(_is("traceback"))
+        .then(msg)
+        .when(pl.col("continuation"))
+        .then(pl.col("line"))
         .when(_is(ERROR_OUT))
         .then(pl.coalesce("context_text", pl.lit("error reply")))
         .when(_is("hibernation_timeout"))
         .then(pl.lit("smacks hibernation timeout")),
-        "message": message,
+        "http_status": pl.when(_is("traceback") & msg.str.starts_with("Traceback[httpserver]")).then(500),
+        "http_method": request.struct.field("1"),
+        "http_path": request.struct.field("2"),
     }
     return frame.select(
-        *[columns.get(name, pl.lit(None)).cast(dtype).alias(name) for name, dtype in EVENT_SCHEMA.items()],
-        "continuation",
-        unparsed=unparsed & ~pl.col("continuation"),
+        columns[name].cast(dtype).alias(name) for name, dtype in DETAIL_SCHEMA.items()
+    ).collect()
+
+
+def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.DataFrame:
+    """A chunk's fields (see the module doc) -> its events in EVENT_SCHEMA, plus two flags:
+    ``continuation`` (a traceback line that is not a record of its own) for
+    :func:`fold_tracebacks`, and ``unparsed`` (a line of no known shape) for the file's figures.
+
+    The detail lines are picked out and looked into (:func:`detail_columns`); what that finds is
+    gathered back to the chunk's rows by position, which costs far less than a regex on every line.
+    """
+    frame = with_coarse_code(fields).with_columns(detail=code_col.is_in(DETAIL_CODES.implode())).collect()
+    details = detail_columns(frame.filter("detail").select("seq", "line", "message", "code"))
+    position = pl.when("detail").then(pl.col("detail").cast(pl.UInt32).cum_sum() - 1)
+
+    def found(name: str) -> pl.Expr:
+        if details.height == 0:
+            return pl.lit(None, DETAIL_SCHEMA[name])
+        return pl.lit(details[name]).gather(pl.col("position"))
+
+    unparsed = _is(UNPARSED)
+    continuation = pl.col("continuation")
+    columns = {
+        "seq": pl.col("seq"),
+        "ts": pl.col("ts"),
+        **constants,
+        "shard": pl.col("shard") if "shard" in frame.columns else pl.lit(None),
+        "source": pl.when(unparsed).then(None).otherwise(src),
+        "level": pl.when(continuation).then(pl.lit("error")).when(unparsed).then(None).otherwise("level"),
+        "kind": pl.coalesce(found("final_code"), code_col).replace_strict(
+            list(range(len(EVENT_KINDS))), EVENT_KINDS, return_dtype=pl.Enum(EVENT_KINDS)
+        ),
+        "session": pl.when(unparsed).then(None).otherwise(session_of(src)),
+        **{name: found(name) for name in ("jid", "room", "http_status", "http_method", "http_path", "error")},
+        "message": pl.when(unparsed).then(pl.col("line")).otherwise(msg),
+    }
+    return (
+        frame.lazy()
+        .with_columns(position=position)
+        .with_columns(continuation=found("continuation").fill_null(False))
+        .select(
+            *[
+                columns.get(name, pl.lit(None)).cast(dtype).alias(name)
+                for name, dtype in EVENT_SCHEMA.items()
+            ],
+            continuation,
+            unparsed=unparsed & ~continuation,
+        )
+        .collect()
     )
 
 
