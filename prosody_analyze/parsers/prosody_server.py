@@ -84,8 +84,9 @@ def _is(*names: str) -> pl.Expr:
 
 
 def _only(names: list[str], value: pl.Expr = msg) -> pl.Expr:
-    """``value`` on the lines of these kinds, null elsewhere: string functions then skip the rest."""
-    return pl.when(_is(*names)).then(value)
+    """``value`` on the lines of these kinds, empty elsewhere: a pattern fails there at once, while
+    behind a null polars would still run it on the value."""
+    return pl.when(_is(*names)).then(value).otherwise(pl.lit(""))
 
 
 def _lookup(length: int, table: dict[str, str]) -> pl.Expr:
