@@ -229,25 +229,34 @@ def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Dat
     position = pl.when("detail").then(pl.col("detail").cast(pl.UInt32).cum_sum() - 1)
 
     def found(name: str) -> pl.Expr:
-        if details.height == 0:
+        """A detail field on every row (null off the detail lines), or a null literal if never found."""
+        if details[name].null_count() == details.height:
             return pl.lit(None, DETAIL_SCHEMA[name])
         return pl.lit(details[name]).gather(pl.col("position"))
 
     unparsed = _is(UNPARSED)
+
+    def parsed_only(value: pl.Expr) -> pl.Expr:
+        """Most chunks have no line of unknown shape: then the test is skipped, the column kept as is."""
+        return pl.when(unparsed).then(None).otherwise(value) if any_unparsed else value
+
+    any_unparsed = (frame["code"] == CODE[UNPARSED]).any()
     continuation = pl.col("continuation")
     columns = {
         "seq": pl.col("seq"),
         "ts": pl.col("ts"),
         **constants,
         "shard": pl.col("shard") if "shard" in frame.columns else pl.lit(None),
-        "source": pl.when(unparsed).then(None).otherwise(src),
-        "level": pl.when(continuation).then(pl.lit("error")).when(unparsed).then(None).otherwise("level"),
+        "source": parsed_only(src),
+        "level": pl.when(continuation).then(pl.lit("error")).otherwise(parsed_only(pl.col("level")))
+        if any_unparsed
+        else pl.col("level"),
         "kind": pl.coalesce(found("final_code"), code_col).replace_strict(
             list(range(len(EVENT_KINDS))), EVENT_KINDS, return_dtype=pl.Enum(EVENT_KINDS)
         ),
-        "session": pl.when(unparsed).then(None).otherwise(session_of(src)),
+        "session": parsed_only(session_of(src)),
         **{name: found(name) for name in ("jid", "room", "http_status", "http_method", "http_path", "error")},
-        "message": pl.when(unparsed).then(pl.col("line")).otherwise(msg),
+        "message": pl.when(unparsed).then(pl.col("line")).otherwise(msg) if any_unparsed else msg,
     }
     return (
         frame.lazy()
