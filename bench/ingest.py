@@ -1,7 +1,7 @@
 """Benchmark: generate a >= 1 GB Prosody debug log (file format) and ingest it.
 
-Prints MB/s and lines/s end to end (events.parquet and sessions.parquet written), the CPU
-seconds and peak RSS of the ingest process (a child process, so generation does not count) and
+Runs ``prosody-analyze ingest`` as a user would and prints MB/s and lines/s end to end
+(events.parquet and sessions.parquet written), the CPU seconds and peak RSS of that process (a child process, so generation does not count) and
 the load average, since a busy shared machine slows the wall-clock figures down. Everything
 lives in a temporary directory that is deleted afterwards; ``--log`` reuses (or first writes)
 a log at that path instead, so repeated runs skip the generation.
@@ -13,6 +13,7 @@ a log at that path instead, so repeated runs skip the generation.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -129,14 +130,10 @@ def main() -> None:
         size = log.stat().st_size
         print(f"log: {log} ({size / 1e6:,.0f} MB, {lines:,} lines)")
         print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-        code = (
-            "import sys; from pathlib import Path; from prosody_analyze.ingest import ingest; "
-            "s = ingest([Path(sys.argv[1])], Path(sys.argv[2]), year=2026); "
-            "print(s.events, s.sessions); print(*s.files[0].notes, sep='\\n', file=sys.stderr)"
-        )
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, "-c", code, str(log), str(work / "out")],
+            [sys.executable, "-m", "prosody_analyze", "ingest", str(log), "--year", "2026"]
+            + ["--out", str(work / "out"), "--json"],
             capture_output=True,
             text=True,
             check=False,
@@ -145,9 +142,11 @@ def main() -> None:
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
             raise SystemExit(result.returncode)
-        events, sessions = map(int, result.stdout.split())
-        if result.stderr.strip():
-            print(f"notes: {result.stderr.strip()}")
+        summary = json.loads(result.stdout)
+        events, sessions = summary["events"], summary["sessions"]
+        notes = [note for entry in summary["files"] for note in entry["notes"]]
+        if notes:
+            print(f"notes: {'; '.join(notes)}")
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = usage.ru_utime + usage.ru_stime
         print(f"ingested {events:,} events, {sessions:,} sessions in {elapsed:.1f} s")
