@@ -158,36 +158,56 @@ def _server(rows: pl.DataFrame) -> pl.DataFrame:
     return table.with_columns(session=first.select(name).to_series()).drop("key")
 
 
+ROWS_PER_PASS = 500_000  # lifecycle rows aggregated at a time: bounds memory on huge logs
+
+
 def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Sessions table (SESSION_SCHEMA) from an events table (EVENT_SCHEMA)."""
-    lazy = events.lazy()
-    rows = (
-        lazy.filter(pl.col("kind").cast(pl.String).is_in(LIFECYCLE_KINDS))
+    """Sessions table (SESSION_SCHEMA) from an events table (EVENT_SCHEMA).
+
+    Lifecycle rows are aggregated in passes, each over the sessions whose key hashes to it, so
+    memory follows ROWS_PER_PASS rather than the size of the log. Rows that name only a JID go
+    to every pass: the pass holding the session that bound that JID claims them.
+    """
+    lazy = (
+        events.lazy()
+        .filter(pl.col("kind").cast(pl.String).is_in(LIFECYCLE_KINDS))
         .filter(
             pl.col("session").is_not_null()
             | pl.col("participant").is_not_null()
             | pl.col("jid").is_not_null()
         )
         .select(COLUMNS)
-        .with_columns(pl.col("kind").cast(pl.String), pl.col("origin").cast(pl.String))
-        .collect()
-        .with_row_index("order")
     )
-    file_order = rows.select(pl.col("file").unique(maintain_order=True)).with_row_index("file_index")
-    rows = rows.join(file_order, on="file", maintain_order="left").sort(
-        ["ts", "file_index", "seq"], maintain_order=True
+    total = lazy.select(pl.len()).collect().item()
+    passes = max(1, -(-total // ROWS_PER_PASS))
+    file_order = (
+        lazy.select(pl.col("file").unique(maintain_order=True)).collect().with_row_index("file_index")
     )
+    key = pl.coalesce("session", "participant")
     parts = []
-    server = rows.filter(pl.col("origin") == "server")
-    if server.height:
-        parts.append(_server(server))
-    client = rows.filter((pl.col("origin") == "client") & pl.col("participant").is_not_null())
-    if client.height:
-        parts.append(
-            _aggregate(client.with_columns(key=pl.col("participant")), "key").rename({"key": "session"})
-        )
+    for index in range(passes):
+        rows = lazy if passes == 1 else lazy.filter(key.is_null() | (key.hash() % passes == index))
+        parts.extend(_sessions_of(rows.collect(), file_order))
     if not parts:
         return pl.DataFrame(schema=SESSION_SCHEMA)
     return conform(pl.concat([conform(p, SESSION_SCHEMA) for p in parts]), SESSION_SCHEMA).sort(
         ["origin", "first_ts", "first_seq"], nulls_last=True, maintain_order=True
     )
+
+
+def _sessions_of(rows: pl.DataFrame, file_order: pl.DataFrame) -> list[pl.DataFrame]:
+    """Server and client session rows of one pass's lifecycle rows."""
+    rows = rows.join(file_order, on="file", maintain_order="left").sort(
+        ["ts", "file_index", "seq"], maintain_order=True
+    )
+    client = rows.filter((pl.col("origin") == "client") & pl.col("participant").is_not_null())
+    server = rows.filter(pl.col("origin") == "server")
+    del rows  # each origin's rows are a copy: let go of the whole before aggregating
+    parts = []
+    if server.height:
+        parts.append(_server(server))
+    if client.height:
+        parts.append(
+            _aggregate(client.with_columns(key=pl.col("participant")), "key").rename({"key": "session"})
+        )
+    return parts

@@ -44,7 +44,7 @@ FORMATS = {
 STREAMED = {prosody_file.NAME, prosody_console.NAME}
 MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
-CHUNK_BYTES = 32 << 20  # bytes of a Prosody log parsed at a time: bounds memory on huge logs
+CHUNK_BYTES = 16 << 20  # bytes of a Prosody log parsed at a time: bounds memory (bench: same speed as 32)
 PARALLEL_CHUNKS = 2  # chunks parsed at once (one per core here) while the previous one is written
 
 
