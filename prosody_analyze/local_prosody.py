@@ -24,6 +24,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UserError
@@ -57,6 +58,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def wait_for_http(
+    process: subprocess.Popen, probe: str, timeout: float, name: str, hint: Callable[[], str]
+) -> None:
+    """Return once ``probe`` answers HTTP 200; a one-line UserError (with ``hint()``) if the
+    process exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UserError(f"{name} exited at start-up (status {process.returncode}): {hint()}")
+        try:
+            with urllib.request.urlopen(probe, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.05)
+    raise UserError(f"{name} did not answer on {probe} within {timeout:g} s: {hint()}")
 
 
 def _lua_string(text: str) -> str:
@@ -258,7 +278,13 @@ class LocalProsody:
                 cwd=self.workdir,
             )
         try:
-            self._wait_ready(timeout)
+            wait_for_http(
+                self._process,
+                f"http://127.0.0.1:{self.http_port}{WEBSOCKET_PATH}",
+                timeout,
+                "Prosody",
+                self._failure_hint,
+            )
         except BaseException:
             self.stop()
             raise
@@ -273,23 +299,6 @@ class LocalProsody:
                 f"running as root needs the `{PROSODY_USER}` user: run `apt-get install prosody`"
             ) from None
         return entry.pw_uid, entry.pw_gid
-
-    def _wait_ready(self, timeout: float) -> None:
-        probe = f"http://127.0.0.1:{self.http_port}{WEBSOCKET_PATH}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise UserError(
-                    f"Prosody exited at start-up (status {self._process.returncode}): {self._failure_hint()}"
-                )
-            try:
-                with urllib.request.urlopen(probe, timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.05)
-        raise UserError(f"Prosody did not answer on {probe} within {timeout:g} s: {self._failure_hint()}")
 
     def _failure_hint(self) -> str:
         """The last meaningful line Prosody printed or logged, to explain a failed start."""

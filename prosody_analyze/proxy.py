@@ -27,12 +27,10 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from .errors import UserError
-from .local_prosody import BOSH_PATH, WEBSOCKET_PATH, free_port
+from .local_prosody import BOSH_PATH, WEBSOCKET_PATH, free_port, wait_for_http
 
 CONFIG_FILE = "nginx.conf"
 ERROR_LOG = "nginx-error.log"
@@ -228,28 +226,14 @@ class NginxProxy:
                 cwd=self.workdir,
             )
         try:
-            self._wait_ready(timeout)
+            wait_for_http(
+                self._process, f"http://127.0.0.1:{self.port}{HEALTH_PATH}", timeout, "nginx", self._hint
+            )
         except BaseException:
             self.stop()
             raise
         self.start_seconds = time.monotonic() - began
         return self
-
-    def _wait_ready(self, timeout: float) -> None:
-        probe = f"http://127.0.0.1:{self.port}{HEALTH_PATH}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                status = self._process.returncode
-                raise UserError(f"nginx exited at start-up (status {status}): {self._hint()}")
-            try:
-                with urllib.request.urlopen(probe, timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.05)
-        raise UserError(f"nginx did not answer on {probe} within {timeout:g} s: {self._hint()}")
 
     def _hint(self) -> str:
         try:

@@ -2,6 +2,7 @@ import asyncio
 import os
 import re
 import socket
+import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -9,7 +10,7 @@ import pytest
 import websockets
 
 from prosody_analyze.errors import UserError
-from prosody_analyze.local_prosody import LocalProsody
+from prosody_analyze.local_prosody import LocalProsody, free_port, wait_for_http
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 MUC_USER = "{http://jabber.org/protocol/muc#user}"
@@ -162,3 +163,21 @@ def test_generational_gc_is_configured_and_the_server_still_serves_rooms(tmp_pat
 def test_unknown_gc_mode_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="generational or incremental"):
         LocalProsody(tmp_path, gc_mode="fast")
+
+
+def test_a_service_that_dies_or_stays_silent_at_start_is_one_clear_error():
+    """Prosody and nginx starts share this wait: the user gets one line naming the service and why."""
+    probe = f"http://127.0.0.1:{free_port()}/"
+    dead = subprocess.Popen(["false"])
+    dead.wait()
+    with pytest.raises(UserError, match=r"^Prosody exited at start-up \(status 1\): bad config$"):
+        wait_for_http(dead, probe, 5.0, "Prosody", lambda: "bad config")
+    silent = subprocess.Popen(["sleep", "5"])
+    try:
+        with pytest.raises(
+            UserError, match=r"^nginx did not answer on http://127\.0\.0\.1:\d+/ within 0\.3 s: x$"
+        ):
+            wait_for_http(silent, probe, 0.3, "nginx", lambda: "x")
+    finally:
+        silent.kill()
+        silent.wait()
