@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from scipy import stats
 
 from .errors import UserError
 from .load import load_at, load_over_time
@@ -124,6 +123,8 @@ def _flag(counts: pl.DataFrame, alpha: float) -> pl.DataFrame:
     ``counts`` has group, family, bin, n (non-zero counts only) and bins (bins in the group).
     Returns it with lam (baseline per bin), p and flagged.
     """
+    from scipy import stats  # here, not at the top: it takes a second to import, and only bursts need it
+
     families = counts.group_by("group").agg(pl.col("family").n_unique().alias("families"))
     frame = (
         counts.join(families, on="group")

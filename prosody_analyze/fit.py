@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from .errors import UserError
 from .load import load_over_time
@@ -189,6 +188,8 @@ def fit_linear(
 
     ``limit`` is in the unit of ``y``.
     """
+    from scipy import stats  # here, not at the top: it takes a second to import, and only fitting needs it
+
     xs = np.asarray(x, dtype=float)
     ys = np.asarray(y, dtype=float)
     keep = np.isfinite(xs) & np.isfinite(ys)
