@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..bursts import BURSTS_FILE, find_bursts
-from ..fit import FitResult, fit_resource
 from .app import app
+
+if TYPE_CHECKING:
+    from ..fit import FitResult
 
 
 def _time(value: str | None) -> str:
@@ -35,6 +36,8 @@ def bursts_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print bursts.json instead of tables.")] = False,
 ) -> None:
     """Find bursts of errors (HTTP 500s, stanza errors, timeouts…) and known failure signatures."""
+    from ..bursts import BURSTS_FILE, find_bursts
+
     with Console(stderr=True).status("finding error bursts…"):
         report = find_bursts(analysis_dir, bin=bin, alpha=alpha)
     if as_json:
@@ -174,6 +177,8 @@ def fit_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print fit.json instead of text.")] = False,
 ) -> None:
     """Fit metric = slope × participants + intercept, with CIs, a robust fit, a linearity test, capacity."""
+    from ..fit import fit_resource
+
     result = fit_resource(source, load_dir=load, metric=metric, limit=limit, out_dir=out)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))

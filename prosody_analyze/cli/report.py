@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..report import write_report
 from .app import app
 
 
@@ -42,6 +41,8 @@ def report_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Write the incident-review report: summary, load, latency, resources, fit, error bursts, failures."""
+    from ..report import write_report  # here: plotly and numpy load only for this command
+
     if out is None:
         suffix = "md" if format == "markdown" else "html"
         out = Path("reports") / f"{datetime.now(UTC):%Y-%m-%d}-prosody.{suffix}"

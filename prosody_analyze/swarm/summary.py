@@ -6,8 +6,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 # Stage durations measured by the swarm, as in the session table of the schema:
 # connect = attempt start → WebSocket open, auth = → SASL success, bind = → resource bound,
 # join = bound → self-presence (110) in the room.
@@ -62,6 +60,8 @@ class SwarmSummary:
 
 def stage_percentiles(samples: dict[str, list[float]]) -> dict[str, dict[str, float | int | None]]:
     """count, p50/p95/p99 and max in seconds of each timed stage (None where nothing was measured)."""
+    import numpy as np  # here: importing numpy starts BLAS threads that every other command would pay for
+
     table = {}
     for stage in TIMED_STAGES:
         values = np.asarray(samples.get(stage, ()), dtype=float)
