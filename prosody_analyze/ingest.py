@@ -244,7 +244,7 @@ def ingest(
                 for pending in run.pending:
                     pending.finish()
                 lifecycle = [part for parts in run.lifecycles for part in parts]
-                sessions = build_sessions(pl.scan_parquet(lifecycle)) if lifecycle else empty_sessions()
+                sessions = build_sessions(pl.scan_ipc(lifecycle)) if lifecycle else empty_sessions()
                 sessions.write_parquet(out_dir / SESSIONS_FILE)
             for summary, digest in zip(summaries, digests, strict=True):
                 summary.sha256 = digest.result()

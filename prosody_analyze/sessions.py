@@ -158,6 +158,23 @@ def _server(rows: pl.DataFrame) -> pl.DataFrame:
     return table.with_columns(session=first.select(name).to_series()).drop("key")
 
 
+def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The only rows and columns sessions are built from: events of a lifecycle kind that name a
+    session, a participant or a JID (columns picked first, so the filter copies no message)."""
+    return (
+        events.lazy()
+        .select(COLUMNS)
+        .filter(
+            pl.col("kind").cast(pl.String).is_in(LIFECYCLE_KINDS)
+            & (
+                pl.col("session").is_not_null()
+                | pl.col("participant").is_not_null()
+                | pl.col("jid").is_not_null()
+            )
+        )
+    )
+
+
 ROWS_PER_PASS = 500_000  # lifecycle rows aggregated at a time: bounds memory on huge logs
 
 
@@ -168,16 +185,7 @@ def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     memory follows ROWS_PER_PASS rather than the size of the log. Rows that name only a JID go
     to every pass: the pass holding the session that bound that JID claims them.
     """
-    lazy = (
-        events.lazy()
-        .filter(pl.col("kind").cast(pl.String).is_in(LIFECYCLE_KINDS))
-        .filter(
-            pl.col("session").is_not_null()
-            | pl.col("participant").is_not_null()
-            | pl.col("jid").is_not_null()
-        )
-        .select(COLUMNS)
-    )
+    lazy = lifecycle_rows(events)
     total = lazy.select(pl.len()).collect().item()
     passes = max(1, -(-total // ROWS_PER_PASS))
     file_order = (

@@ -337,8 +337,13 @@ def _carry_context(events: pl.DataFrame, state: CarryState) -> pl.DataFrame:
 
 def _drop_repeated_joins(events: pl.DataFrame, state: CarryState) -> pl.DataFrame:
     """A join to an occupant the session already asked for (in this chunk or before) is an update."""
-    keys = events.filter(pl.col("kind") == "muc_join_sent").select(
-        pl.col("seq"), pl.concat_str("session", pl.lit(" "), msg.str.extract(OCCUPANT_TO, 1)).alias("key")
+    keys = (
+        events.lazy()  # lazy, so that only the columns below are filtered
+        .filter(pl.col("kind") == "muc_join_sent")
+        .select(
+            pl.col("seq"), pl.concat_str("session", pl.lit(" "), msg.str.extract(OCCUPANT_TO, 1)).alias("key")
+        )
+        .collect()
     )
     if keys.height == 0:
         return events
