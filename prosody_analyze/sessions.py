@@ -165,7 +165,7 @@ def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
         events.lazy()
         .select(COLUMNS)
         .filter(
-            pl.col("kind").cast(pl.String).is_in(LIFECYCLE_KINDS)
+            pl.col("kind").is_in(LIFECYCLE_KINDS)
             & (
                 pl.col("session").is_not_null()
                 | pl.col("participant").is_not_null()
@@ -186,11 +186,9 @@ def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     to every pass: the pass holding the session that bound that JID claims them.
     """
     lazy = lifecycle_rows(events)
-    total = lazy.select(pl.len()).collect().item()
-    passes = max(1, -(-total // ROWS_PER_PASS))
-    file_order = (
-        lazy.select(pl.col("file").unique(maintain_order=True)).collect().with_row_index("file_index")
-    )
+    files = lazy.group_by("file", maintain_order=True).len().collect()  # files in the order given
+    passes = max(1, -(-files["len"].sum() // ROWS_PER_PASS))
+    file_order = files.select("file").with_row_index("file_index")
     key = pl.coalesce("session", "participant")
     parts = []
     for index in range(passes):
@@ -205,9 +203,14 @@ def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 def _sessions_of(rows: pl.DataFrame, file_order: pl.DataFrame) -> list[pl.DataFrame]:
     """Server and client session rows of one pass's lifecycle rows."""
-    rows = rows.join(file_order, on="file", maintain_order="left").sort(
-        ["ts", "file_index", "seq"], maintain_order=True
+    rows = rows.with_columns(
+        file_index=pl.col("file").replace_strict(file_order["file"], file_order["file_index"])
     )
+    # A single log's lines usually come in time order: then there is nothing to sort.
+    in_order = file_order.height == 1 and rows["ts"].null_count() == 0
+    in_order = in_order and rows["ts"].is_sorted() and rows["seq"].is_sorted()
+    if not in_order:
+        rows = rows.sort(["ts", "file_index", "seq"], maintain_order=True)
     client = rows.filter((pl.col("origin") == "client") & pl.col("participant").is_not_null())
     server = rows.filter(pl.col("origin") == "server")
     del rows  # each origin's rows are a copy: let go of the whole before aggregating
