@@ -231,7 +231,7 @@ def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Dat
     gathered back to the chunk's rows by position, which costs far less than a regex on every line.
     """
     frame = with_coarse_code(fields).with_columns(detail=code_col.is_in(DETAIL_CODES.implode())).collect()
-    details = detail_columns(frame.filter("detail").select("seq", "line", "message", "code"))
+    details = detail_columns(frame.select("seq", "line", "message", "code", "detail").filter("detail"))
     position = pl.when("detail").then(pl.col("detail").cast(pl.UInt32).cum_sum() - 1)
 
     def found(name: str) -> pl.Expr:
