@@ -427,3 +427,43 @@ def test_file_log_times_land_on_the_right_day_in_leap_years(tmp_path, lines, yea
     log.write_text("".join(f"{stamp} c2s55aa00000001\tinfo\tClient connected\n" for stamp in lines))
     events, _, _ = run(tmp_path, log, year=year)
     assert events.sort("seq")["ts"].dt.strftime("%Y-%m-%d %H:%M:%S").to_list() == expected
+
+
+PLAIN_RECORDS = (
+    "Nov 28 21:03:03 c2s55d2c2e4a8e0\tinfo\tClient connected\n"
+    "Nov 28 21:03:03 c2s55d2c2e4a8e0\tinfo\tAuthenticated as 4f1b@localhost\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text,simple",
+    [
+        (PLAIN_RECORDS, True),
+        (PLAIN_RECORDS + "Nov 28 21:03:04 mod_x\tdebug\ta\tTAB\n", False),  # a third TAB
+        (PLAIN_RECORDS + "Nov 28 21:03:04 mod_x\tdebug\n", False),  # one TAB only
+        (PLAIN_RECORDS + "\n", False),  # a blank line
+        (PLAIN_RECORDS + "Nov 28 21:03:04 mod_x\tdebug\t\n", False),  # an empty message
+        (PLAIN_RECORDS.replace("\n", "\r\n"), False),
+        ("Nov 28 21:03:04 mod_x\tdebug\ta\tb\n" + PLAIN_RECORDS, False),  # the reader's first line
+    ],
+)
+def test_only_plain_records_skip_the_line_reader(tmp_path, monkeypatch, text, simple):
+    """The CSV reader splits a chunk into fields itself only when nothing can be lost, and the
+    events are the same whichever way the chunk was read."""
+    from prosody_analyze.parsers import prosody_fields, prosody_file
+
+    records = prosody_fields.read_records(text.encode())
+    assert (records is not None) == simple
+    if simple:
+        assert records["message"].to_list() == ["Client connected", "Authenticated as 4f1b@localhost"]
+    unknown = "Nov 28 21:03:05 garbage\tnot-a-level\tkept whole\n"  # read again as a line
+    for name, log_text in (("as-is", text), ("unknown", text + unknown)):
+        log = tmp_path / name / "prosody.log"
+        log.parent.mkdir()
+        log.write_text(log_text, newline="")
+        with monkeypatch.context() as patch:
+            patch.setattr(prosody_file, "read_records", lambda *args: None)
+            lines, line_sessions, _ = run(tmp_path / name / "lines", log, year=2026)
+        fast, fast_sessions, _ = run(tmp_path / name / "fast", log, year=2026)
+        assert fast.equals(lines) and fast_sessions.equals(line_sessions)
+    assert fast["message"][-1] == unknown.rstrip("\n")

@@ -167,7 +167,8 @@ def _write_lifecycle(events: pl.DataFrame, scratch: Path) -> Path:
 def _stream(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
     """Prosody formats: chunk by chunk, memory bounded by a chunk whatever the file size.
 
-    Each chunk of whole lines is split into lines by polars' CSV reader and turned into events
+    Each chunk of whole lines is split into lines (or, for plain records, straight into fields) by
+    polars' CSV reader and turned into events
     (``prosody_server``) in worker threads; then, in file order, what carries across chunks is
     applied and the chunk goes on to the Parquet writer, through an IO source, as the returned
     frame is consumed (rows in line order). The figures and the lifecycle rows (for sessions)
@@ -182,8 +183,20 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         """One chunk's events (lines numbered from 1), figures and line count, in a worker thread
         (polars releases the GIL)."""
         ascii = chunk.isascii()  # a quick scan that spares lossy decoding and the U+FFFD count
-        lines, count = read_lines(chunk, ascii)
-        events = prosody_server.event_columns(module.fields(lines, context), constants)
+        events = None
+        # Plain records come split by the CSV reader itself. A chunk holding a line of unknown
+        # shape is read again as lines, so that such a line keeps its whole text in `message`.
+        records = prosody_file.read_records(chunk, ascii, context) if module is prosody_file else None
+        if records is not None:
+            events, count = (
+                prosody_server.event_columns(module.fields(records, context), constants),
+                records.height,
+            )
+            if events["unparsed"].any():
+                events = None
+        if events is None:
+            lines, count = read_lines(chunk, ascii)
+            events = prosody_server.event_columns(module.fields(lines, context), constants)
         figures = _figures(events, count_invalid=not ascii)
         return prosody_server.fold_tracebacks(events.drop("unparsed")), figures, count
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from . import prosody_fields
 from .context import FileContext
 from .prosody_fields import split_tabs, unwrap_line
 from .prosody_server import LEVEL_NAMES
@@ -68,12 +69,25 @@ def _time_with_year(head: pl.Expr, context: FileContext) -> pl.Expr:
     return pl.concat_str(year, head.str.head(15)).str.strptime(TIME, "%Y %b %d %H:%M:%S", strict=False)
 
 
+def read_records(chunk: bytes, ascii: bool, context: FileContext) -> pl.DataFrame | None:
+    """The chunk already split into fields (:func:`.prosody_fields.read_records`) when it is plain
+    ASCII records with no ``kubectl``/pm2 wrapping, else None."""
+    wrapped = context.wrapping.labels() or context.wrapping.ansi
+    return None if wrapped or not ascii else prosody_fields.read_records(chunk)
+
+
 def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
-    """A chunk's ``(seq, line)`` -> ``ts, source, level, message, parsed`` (see ``prosody_server``)."""
-    lines = unwrap_line(lines, context.wrapping)
-    head, level, message = split_tabs(pl.col("line"), 3)
-    frame = lines.lazy().with_columns(head=head, level=level, message=message)
-    if lines["line"].str.starts_with("Feb 29").any():
+    """A chunk's ``(seq, line)``, or its ``(seq, head, level, message)`` from :func:`read_records`
+    (then ``line`` is null) -> ``ts, source, level, message, parsed`` (see ``prosody_server``)."""
+    if "line" in lines.columns:
+        lines = unwrap_line(lines, context.wrapping)
+        head, level, message = split_tabs(pl.col("line"), 3)
+        frame = lines.lazy().with_columns(head=head, level=level, message=message)
+        opening = lines["line"]
+    else:
+        frame = lines.lazy().with_columns(line=pl.lit(None, pl.String))
+        opening = lines["head"]
+    if opening.str.starts_with("Feb 29").any():
         frame = frame.with_columns(ts=_time_with_year(pl.col("head"), context))
     else:
         frame = frame.with_columns(ts=_time_in_year_one(pl.col("head")))
