@@ -52,7 +52,7 @@ import polars as pl
 
 from .errors import UserError
 from .load import load_at, load_over_time
-from .schema import EVENTS_FILE, SESSIONS_FILE
+from .schema import EVENTS_FILE, SESSIONS_FILE, scan_events
 from .signatures import example_text, http_500_signature, signature_hits, summarize
 from .swarm.config import parse_duration
 
@@ -210,7 +210,7 @@ def find_bursts(
     events_path = analysis_dir / EVENTS_FILE
     if not events_path.exists():
         raise UserError(f"{analysis_dir}: no {EVENTS_FILE}; run `prosody-analyze ingest` first")
-    events = pl.scan_parquet(events_path)
+    events = scan_events(events_path)
     spans = events.select(
         pl.col("ts").min().alias("first"),
         pl.col("ts").max().alias("last"),

@@ -235,10 +235,10 @@ def count_http_500(analysis: Path) -> int:
     """Refused WebSocket upgrades the clients saw (every attempt, retries included)."""
     import polars as pl
 
-    from .schema import EVENTS_FILE
+    from .schema import EVENTS_FILE, scan_events
 
     return (
-        pl.scan_parquet(analysis / EVENTS_FILE)
+        scan_events(analysis / EVENTS_FILE)
         .filter(pl.col("origin") == "client", pl.col("kind") == "http_error", pl.col("http_status") == 500)
         .select(pl.len())
         .collect()

@@ -32,6 +32,7 @@ from .schema import (
     METRICS_FILE,
     SESSION_SCHEMA,
     SESSIONS_FILE,
+    scan_events,
 )
 
 SUMMARY_FILE = "ingest.json"
@@ -515,7 +516,7 @@ def build_report(
     files = [f for f in ingest.get("files", []) if isinstance(f, dict)]
     captures = [c for c in ingest.get("captures", []) if isinstance(c, dict)]
 
-    events = pl.scan_parquet(_checked_table(analysis_dir / EVENTS_FILE, EVENT_SCHEMA))
+    events = scan_events(_checked_table(analysis_dir / EVENTS_FILE, EVENT_SCHEMA))
     sessions = pl.read_parquet(_checked_table(analysis_dir / SESSIONS_FILE, SESSION_SCHEMA))
     span = (
         events.select(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from .schema import SESSION_SCHEMA, STAGE_KIND, STAGES, conform
+from .schema import EVENT_SCHEMA, SESSION_SCHEMA, STAGE_KIND, STAGES, conform
 
 LIFECYCLE_KINDS = [
     "connecting",
@@ -160,7 +160,8 @@ def _server(rows: pl.DataFrame) -> pl.DataFrame:
 
 def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """The only rows and columns sessions are built from: events of a lifecycle kind that name a
-    session, a participant or a JID (columns picked first, so the filter copies no message)."""
+    session, a participant or a JID (columns picked first, so the filter copies no message), in
+    EVENT_SCHEMA's dtypes (events on their way to events.parquet hold some as categories)."""
     return (
         events.lazy()
         .select(COLUMNS)
@@ -172,6 +173,7 @@ def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
                 | pl.col("jid").is_not_null()
             )
         )
+        .cast({name: EVENT_SCHEMA[name] for name in COLUMNS})
     )
 
 

@@ -5,6 +5,7 @@ import sys
 import polars as pl
 
 from prosody_analyze.demo import DEMO_JSON, run_demo
+from prosody_analyze.schema import scan_events
 
 
 def test_quick_demo_via_proxy_records_the_500s_finds_the_burst_and_writes_the_report(tmp_path):
@@ -21,7 +22,7 @@ def test_quick_demo_via_proxy_records_the_500s_finds_the_burst_and_writes_the_re
 
     # The 500s nginx gave are in the capture and in the ingested events.
     assert result.http_500 > 0
-    events = pl.read_parquet(f"{result.analysis_dir}/events.parquet")
+    events = scan_events(f"{result.analysis_dir}/events.parquet").collect()
     refused = events.filter((pl.col("kind") == "http_error") & (pl.col("http_status") == 500))
     assert refused.height == result.http_500
     assert result.swarm["joined"] >= 30, "participants below the proxy threshold all get in"

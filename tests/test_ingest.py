@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 from prosody_analyze.errors import UserError
 from prosody_analyze.ingest import ingest
-from prosody_analyze.schema import EVENT_SCHEMA, SESSION_SCHEMA
+from prosody_analyze.schema import EVENT_SCHEMA, SESSION_SCHEMA, STORED_EVENT_SCHEMA, scan_events
 
 PROSODY_LINES = [
     "Nov 28 21:05:25 c2s557e4341b270\tinfo\tClient connected",
@@ -32,15 +32,18 @@ def write_log(path: Path, lines: list[str], ending: str = "\n") -> Path:
 
 
 def events_of(out: Path) -> pl.DataFrame:
-    return pl.read_parquet(out / "events.parquet").sort("file", "seq")
+    return scan_events(out / "events.parquet").collect().sort("file", "seq")
 
 
 def test_outputs_follow_the_schema_and_summary_contract(tmp_path, fixtures):
     out = tmp_path / "analysis"
     summary = ingest([fixtures], out, year=2026)
-    events = pl.read_parquet(out / "events.parquet")
+    stored = pl.read_parquet(out / "events.parquet")
+    events = scan_events(out / "events.parquet").collect()
     sessions = pl.read_parquet(out / "sessions.parquet")
+    assert dict(stored.schema) == STORED_EVENT_SCHEMA  # sparse and per-file columns as categories
     assert dict(events.schema) == EVENT_SCHEMA
+    assert stored.cast(EVENT_SCHEMA).equals(events)
     assert dict(sessions.schema) == SESSION_SCHEMA
     saved = json.loads((out / "ingest.json").read_text())
     assert saved == json.loads(json.dumps(summary.to_dict()))
@@ -220,7 +223,7 @@ def test_small_chunks_give_the_same_tables(tmp_path, fixtures, monkeypatch):
     monkeypatch.setattr(parsers, "CHUNK_BYTES", 2000)
     chunked = ingest([log], tmp_path / "chunked", year=2026)
     assert chunked.files[0].lines == whole.files[0].lines and chunked.events == whole.events
-    events = [pl.read_parquet(tmp_path / name / "events.parquet") for name in ("whole", "chunked")]
+    events = [scan_events(tmp_path / name / "events.parquet").collect() for name in ("whole", "chunked")]
     assert events[1].equals(events[0])
     sessions = [pl.read_parquet(tmp_path / name / "sessions.parquet") for name in ("whole", "chunked")]
     assert sessions[1].equals(sessions[0])

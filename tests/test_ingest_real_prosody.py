@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from prosody_analyze.ingest import ingest
+from prosody_analyze.schema import scan_events
 from prosody_analyze.swarm import SwarmConfig, run_swarm
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/prosody").exists(), reason="needs Debian's prosody")
@@ -46,6 +47,6 @@ def test_server_log_and_capture_tell_the_same_joins(local_prosody, tmp_path):
     for stage in ("connected_ts", "authenticated_ts", "bound_ts", "joined_ts"):
         assert server[stage].null_count() == 0
 
-    events = pl.read_parquet(tmp_path / "analysis" / "events.parquet")
+    events = scan_events(tmp_path / "analysis" / "events.parquet").collect()
     refused = events.filter((pl.col("origin") == "server") & (pl.col("kind") == "conference_error"))
     assert refused.height == 10  # no Jicofo: every conference request gets an error

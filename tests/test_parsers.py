@@ -15,13 +15,14 @@ import pytest
 from prosody_analyze.capture import CaptureWriter
 from prosody_analyze.ingest import ingest
 from prosody_analyze.parsers import sniff
+from prosody_analyze.schema import scan_events
 
 
 def run(tmp_path: Path, *paths: Path, year: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     out = tmp_path / "analysis"
     summary = ingest(list(paths), out, year=year)
     return (
-        pl.read_parquet(out / "events.parquet"),
+        scan_events(out / "events.parquet").collect(),
         pl.read_parquet(out / "sessions.parquet"),
         summary.to_dict(),
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from ..schema import EVENT_SCHEMA, conform
+from ..schema import STORED_EVENT_SCHEMA, conform
 from ..sessions import lifecycle_rows
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
@@ -177,7 +177,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     result = FileResult()
     lifecycle: list[Path] = []
     state = prosody_server.CarryState()
-    constants = {"file": pl.lit(display), "origin": pl.lit("server")}  # Prosody logs only
+    constants = {"file": pl.lit(display, pl.Categorical), "origin": pl.lit("server")}  # Prosody logs only
 
     def parse_chunk(chunk: bytes) -> tuple[pl.DataFrame, dict, int]:
         """One chunk's events (lines numbered from 1), figures and line count, in a worker thread
@@ -226,7 +226,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
                 for future in queued:
                     future.cancel()
 
-    frame = register_io_source(batches, schema=EVENT_SCHEMA, explain_name=f"{module.NAME} {display}")
+    frame = register_io_source(batches, schema=STORED_EVENT_SCHEMA, explain_name=f"{module.NAME} {display}")
     return result, frame, lifecycle
 
 
@@ -266,7 +266,7 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
         return FileResult(invalid_utf8_lines=notes.invalid_utf8_lines), None, []
     lines = frames[-1]["seq"].max()
     parsed = module.parse(unwrap(pl.concat(frames), context.wrapping), context)
-    events = conform(parsed.with_columns(file=pl.lit(display)), EVENT_SCHEMA).sort("seq")
+    events = conform(parsed.with_columns(file=pl.lit(display)), STORED_EVENT_SCHEMA).sort("seq")
     stamps = events["ts"].drop_nulls()
     result = FileResult(
         lines=lines,
@@ -286,7 +286,7 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
 def parse_file(
     path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
 ) -> tuple[FileResult, pl.LazyFrame | None, list[Path]]:
-    """Parse one recognised file: its figures, a lazy frame of its events (EVENT_SCHEMA) and a list
+    """Parse one recognised file: its figures, a lazy frame of its events (STORED_EVENT_SCHEMA) and a list
     of Arrow IPC files holding its session lifecycle rows (for ``build_sessions``).
 
     The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..schema import EVENT_KINDS, EVENT_SCHEMA
+from ..schema import EVENT_KINDS, EVENT_SCHEMA, STORED_EVENT_SCHEMA
 from .prosody_fields import continues
 
 LEVEL_NAMES = ["debug", "info", "warn", "error"]
@@ -223,7 +223,7 @@ def detail_columns(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.DataFrame:
-    """A chunk's fields (see the module doc) -> its events in EVENT_SCHEMA, plus two flags:
+    """A chunk's fields (see the module doc) -> its events in STORED_EVENT_SCHEMA, plus two flags:
     ``continuation`` (a traceback line that is not a record of its own) for
     :func:`fold_tracebacks`, and ``unparsed`` (a line of no known shape) for the file's figures.
 
@@ -235,10 +235,12 @@ def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Dat
     position = pl.when("detail").then(pl.col("detail").cast(pl.UInt32).cum_sum() - 1)
 
     def found(name: str) -> pl.Expr:
-        """A detail field on every row (null off the detail lines), or a null literal if never found."""
+        """A detail field on every row (null off the detail lines), or a null literal if never found.
+        Stored as a category, it is cast here, on the detail lines only."""
+        dtype = STORED_EVENT_SCHEMA.get(name, DETAIL_SCHEMA[name])
         if details[name].null_count() == details.height:
-            return pl.lit(None, DETAIL_SCHEMA[name])
-        return pl.lit(details[name]).gather(pl.col("position"))
+            return pl.lit(None, dtype)
+        return pl.lit(details[name].cast(dtype)).gather(pl.col("position"))
 
     unparsed = _is(UNPARSED)
 
@@ -269,7 +271,7 @@ def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Dat
         .select(
             *[
                 columns.get(name, pl.lit(None)).cast(dtype).alias(name)
-                for name, dtype in EVENT_SCHEMA.items()
+                for name, dtype in STORED_EVENT_SCHEMA.items()
             ],
             continuation,
             unparsed=unparsed & ~continuation,
@@ -333,7 +335,10 @@ def _carry_context(events: pl.DataFrame, state: CarryState) -> pl.DataFrame:
     if previous is None or not reply or previous[0] != first["seq"] - 1:
         return events
     return events.with_columns(
-        error=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(previous[1])).otherwise(pl.col("error"))
+        error=pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit(previous[1]))
+        .otherwise(pl.col("error"))
+        .cast(events.schema["error"])
     )
 
 
