@@ -16,7 +16,7 @@ import pytest
 
 from prosody_analyze import k8s
 from prosody_analyze.ingest import ingest
-from prosody_analyze.schema import EVENTS_FILE, SESSIONS_FILE
+from prosody_analyze.schema import EVENTS_FILE, SESSIONS_FILE, scan_events
 from prosody_analyze.swarm import parse_start_at
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/prosody").exists(), reason="needs Debian's prosody")
@@ -66,7 +66,7 @@ def kubectl_line(pod: str, line: str) -> str:
 
 
 def client_tables(analysis: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    events = pl.read_parquet(analysis / EVENTS_FILE).filter(pl.col("origin") == "client")
+    events = scan_events(analysis / EVENTS_FILE).filter(pl.col("origin") == "client").collect()
     sessions = pl.read_parquet(analysis / SESSIONS_FILE).filter(pl.col("origin") == "client")
     return events, sessions
 

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from prosody_analyze.ingest import ingest
-from prosody_analyze.schema import EVENTS_FILE, conform
+from prosody_analyze.schema import EVENTS_FILE, conform, scan_events
 from prosody_analyze.signatures import EXPLANATIONS, http_500_signature, signature_hits, summarize
 
 
@@ -16,7 +16,7 @@ def study_events(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("k8s")
     ingest([Path(__file__).parent / "fixtures" / "jitsi-k8s"], out, progress=False)
-    return pl.scan_parquet(out / EVENTS_FILE)
+    return scan_events(out / EVENTS_FILE)
 
 
 def _found(events: pl.LazyFrame) -> dict[str, dict]:
