@@ -446,6 +446,7 @@ PLAIN_RECORDS = (
         (PLAIN_RECORDS + "Nov 28 21:03:04 mod_x\tdebug\t\n", False),  # an empty message
         (PLAIN_RECORDS.replace("\n", "\r\n"), False),
         ("Nov 28 21:03:04 mod_x\tdebug\ta\tb\n" + PLAIN_RECORDS, False),  # the reader's first line
+        (PLAIN_RECORDS + "Nov 28 21:03:04 c2s1\tdebug\tnick J\u00f6rg\n", True),  # UTF-8 is fine
     ],
 )
 def test_only_plain_records_skip_the_line_reader(tmp_path, monkeypatch, text, simple):
@@ -456,7 +457,7 @@ def test_only_plain_records_skip_the_line_reader(tmp_path, monkeypatch, text, si
     records = prosody_fields.read_records(text.encode())
     assert (records is not None) == simple
     if simple:
-        assert records["message"].to_list() == ["Client connected", "Authenticated as 4f1b@localhost"]
+        assert records["message"].to_list()[:2] == ["Client connected", "Authenticated as 4f1b@localhost"]
     unknown = "Nov 28 21:03:05 garbage\tnot-a-level\tkept whole\n"  # read again as a line
     for name, log_text in (("as-is", text), ("unknown", text + unknown)):
         log = tmp_path / name / "prosody.log"
@@ -468,3 +469,16 @@ def test_only_plain_records_skip_the_line_reader(tmp_path, monkeypatch, text, si
         fast, fast_sessions, _ = run(tmp_path / name / "fast", log, year=2026)
         assert fast.equals(lines) and fast_sessions.equals(line_sessions)
     assert fast["message"][-1] == unknown.rstrip("\n")
+
+
+def test_bytes_that_are_not_utf8_go_to_the_line_reader(tmp_path):
+    """Only the line reader replaces bad bytes (and counts the lines that had them)."""
+    from prosody_analyze.parsers import prosody_fields
+
+    bad = PLAIN_RECORDS.encode() + b"Nov 28 21:03:04 c2s1\tdebug\tbad \xff byte\n"
+    assert prosody_fields.read_records(bad) is None
+    log = tmp_path / "prosody.log"
+    log.write_bytes(bad)
+    events, _, summary = run(tmp_path, log, year=2026)
+    assert events["message"][-1] == "bad \ufffd byte"
+    assert summary["files"][0]["notes"] == ["1 line(s) with invalid UTF-8, shown as U+FFFD"]

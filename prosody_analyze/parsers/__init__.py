@@ -186,7 +186,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         events = None
         # Plain records come split by the CSV reader itself. A chunk holding a line of unknown
         # shape is read again as lines, so that such a line keeps its whole text in `message`.
-        records = prosody_file.read_records(chunk, ascii, context) if module is prosody_file else None
+        records = prosody_file.read_records(chunk, context) if module is prosody_file else None
         if records is not None:
             events, count = (
                 prosody_server.event_columns(module.fields(records, context), constants),

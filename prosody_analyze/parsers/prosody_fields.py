@@ -43,13 +43,13 @@ RECORD_SCHEMA = {"head": pl.String, "level": pl.String, "message": pl.String}
 
 
 def read_records(chunk: bytes) -> pl.DataFrame | None:
-    """A chunk of plain ASCII ``head<TAB>level<TAB>message`` lines as ``(seq, head, level, message)``,
+    """A chunk of plain UTF-8 ``head<TAB>level<TAB>message`` lines as ``(seq, head, level, message)``,
     split by polars' CSV reader itself: one copy of the text, where lines then fields take two.
 
     None when a line is not that simple (a third TAB, fewer than two, an empty message, a blank
-    line, a CR): :func:`read_lines` then reads the chunk. The reader drops what follows a third
-    TAB, so the fields' bytes must add up to the chunk's; with no short line, nothing can offset
-    a dropped byte.
+    line, a CR, bytes that are not UTF-8): :func:`read_lines` then reads the chunk. The reader
+    drops what follows a third TAB, so the fields' bytes must add up to the chunk's; with no short
+    line, nothing can offset a dropped byte.
     """
     if b"\r" in chunk:
         return None
@@ -63,7 +63,7 @@ def read_records(chunk: bytes) -> pl.DataFrame | None:
             truncate_ragged_lines=True,
             raise_if_empty=False,
         )
-    except pl.exceptions.PolarsError:  # e.g. the first line has a third TAB
+    except pl.exceptions.PolarsError:  # invalid UTF-8, or the first line has a third TAB
         return None
     parts = pl.col("head", "level", "message")
     field_bytes, missing = records.select(

@@ -69,11 +69,11 @@ def _time_with_year(head: pl.Expr, context: FileContext) -> pl.Expr:
     return pl.concat_str(year, head.str.head(15)).str.strptime(TIME, "%Y %b %d %H:%M:%S", strict=False)
 
 
-def read_records(chunk: bytes, ascii: bool, context: FileContext) -> pl.DataFrame | None:
+def read_records(chunk: bytes, context: FileContext) -> pl.DataFrame | None:
     """The chunk already split into fields (:func:`.prosody_fields.read_records`) when it is plain
-    ASCII records with no ``kubectl``/pm2 wrapping, else None."""
+    records with no ``kubectl``/pm2 wrapping, else None."""
     wrapped = context.wrapping.labels() or context.wrapping.ansi
-    return None if wrapped or not ascii else prosody_fields.read_records(chunk)
+    return None if wrapped else prosody_fields.read_records(chunk)
 
 
 def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
