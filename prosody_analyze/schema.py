@@ -54,7 +54,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "shard": pl.String(),  # swarm shard "K/N" (or pod); null when the run had one process
     "batch": pl.Int32(),  # ramp batch of the participant (swarm); null when unknown
     "source": pl.String(),  # Prosody module / c2s id; client: process (pm2 app, file stem, "swarm")
-    "level": pl.String(),
+    "level": pl.Enum(LEVELS),  # null for a line of unknown shape
     "kind": pl.Enum(EVENT_KINDS),
     "session": pl.String(),  # server: c2s id; client: participant key (see `participant`)
     "jid": pl.String(),

@@ -13,7 +13,7 @@ import re
 import polars as pl
 
 from ..capture import CLIENT_FIELDS
-from ..schema import EVENT_KINDS
+from ..schema import EVENT_KINDS, LEVELS
 from .context import FileContext
 
 NAME = "swarm-capture"
@@ -60,7 +60,7 @@ def parse(frame: pl.DataFrame, context: FileContext) -> pl.DataFrame:
         session=pl.col("participant"),
         message=pl.when(pl.col("parsed")).then(pl.col("event_message")).otherwise(pl.col("line")),
         level=pl.coalesce(
-            "level",
+            pl.when(pl.col("level").is_in(LEVELS)).then("level"),
             pl.when(pl.col("kind").is_in(["http_error", "traceback", "stanza_error", "conference_error"]))
             .then(pl.lit("error"))
             .when(pl.col("parsed"))

@@ -12,9 +12,9 @@ import re
 
 import polars as pl
 
+from ..schema import LEVELS
 from .context import FileContext
 from .prosody_fields import split_tabs, unwrap_line
-from .prosody_server import LEVEL_NAMES
 
 NAME = "prosody-console"
 LINE_RE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\S+\s+(?:debug|info|warn|error)\t")
@@ -35,7 +35,7 @@ def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
     )
     rest = pl.col("rest")
     level = pl.lit(None, pl.String)
-    for name in LEVEL_NAMES:
+    for name in LEVELS:
         level = pl.when(rest.str.ends_with(f" {name}")).then(pl.lit(name)).otherwise(level)
     frame = frame.with_columns(
         ts=pl.coalesce("stamp", "wrap_ts") if context.wrapping.kubectl_time else pl.col("stamp"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from ..schema import EVENT_SCHEMA, LEVELS
 from .source import KUBECTL_PREFIX, KUBECTL_TIME, ReadNotes, Wrapping, lines_frame
 
 # Control bytes that no log line should hold; the reader splits "fields" at one the chunk lacks.
@@ -39,7 +40,10 @@ def read_lines(chunk: bytes, ascii: bool = False) -> tuple[pl.DataFrame, int]:
     return lines.with_columns(pl.col("seq").cast(pl.Int64)).filter(pl.col("line").is_not_null()), lines.height
 
 
-RECORD_SCHEMA = {"head": pl.String, "level": pl.String, "message": pl.String}
+# The level read straight as its enum: cheaper to read, test and write than a string, and a line
+# with any other level fails the read (the chunk then goes to the line reader).
+RECORD_SCHEMA = {"head": pl.String, "level": EVENT_SCHEMA["level"], "message": pl.String}
+LEVEL_BYTES = pl.lit(pl.Series([len(name) for name in LEVELS], dtype=pl.UInt32))  # by enum index
 
 
 def read_records(chunk: bytes) -> pl.DataFrame | None:
@@ -63,12 +67,13 @@ def read_records(chunk: bytes) -> pl.DataFrame | None:
             truncate_ragged_lines=True,
             raise_if_empty=False,
         )
-    except pl.exceptions.PolarsError:  # invalid UTF-8, or the first line has a third TAB
+    except pl.exceptions.PolarsError:  # invalid UTF-8, another level, the first line has a third TAB
         return None
-    parts = pl.col("head", "level", "message")
+    texts = pl.col("head", "message")
+    level_bytes = LEVEL_BYTES.gather(pl.col("level").to_physical())
     field_bytes, missing = records.select(
-        pl.sum_horizontal(parts.str.len_bytes().sum()).alias("bytes"),
-        pl.sum_horizontal(parts.null_count()).alias("missing"),
+        (pl.sum_horizontal(texts.str.len_bytes().sum()) + level_bytes.sum()).alias("bytes"),
+        pl.sum_horizontal(pl.col("head", "level", "message").null_count()).alias("missing"),
     ).row(0)
     line_bytes = (field_bytes or 0) + 3 * records.height  # two TABs and a newline each
     if missing or line_bytes != len(chunk) + (not chunk.endswith(b"\n")):

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from ..schema import LEVELS
 from . import prosody_fields
 from .context import FileContext
 from .prosody_fields import split_tabs, unwrap_line
-from .prosody_server import LEVEL_NAMES
 
 NAME = "prosody-file"
 LINE_RE = re.compile(r"^[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d \S+\t(?:debug|info|warn|error)\t")
@@ -96,5 +96,5 @@ def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
         ts=pl.coalesce("ts", "wrap_ts") if context.wrapping.kubectl_time else pl.col("ts"),
         source=pl.col("head").str.slice(16),
         message=pl.col("message").fill_null(""),
-        parsed=pl.col("level").is_in(LEVEL_NAMES) & pl.col("ts").is_not_null(),
+        parsed=pl.col("level").is_in(LEVELS) & pl.col("ts").is_not_null(),
     )

@@ -24,7 +24,6 @@ import polars as pl
 from ..schema import EVENT_KINDS, EVENT_SCHEMA, STORED_EVENT_SCHEMA
 from .prosody_fields import continues
 
-LEVEL_NAMES = ["debug", "info", "warn", "error"]
 # Provisional kinds, resolved by `event_columns`.
 IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT = "iq_in", "presence_in", "message_out", "error_out"
 UNPARSED, CONTEXT = "unparsed", "context"
