@@ -129,9 +129,9 @@ SESSIONS_FILE = "sessions.parquet"
 
 
 def scan_events(path) -> pl.LazyFrame:
-    """``events.parquet`` in EVENT_SCHEMA (its categories back to strings; a file of strings, as
-    older versions wrote, reads the same)."""
-    return pl.scan_parquet(path).cast({name: EVENT_SCHEMA[name] for name in STORED_AS_CATEGORIES})
+    """``events.parquet`` in EVENT_SCHEMA: its categories back to strings. A file that older
+    versions wrote (all strings, `level` too) reads the same."""
+    return pl.scan_parquet(path).cast(EVENT_SCHEMA)
 
 
 def empty_events() -> pl.DataFrame:

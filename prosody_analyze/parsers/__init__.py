@@ -1,8 +1,8 @@
 """Log formats: the sniffer that tells them apart and the registry of their parsers.
 
 Each format module has ``NAME`` and ``LINE_RE`` (a line of that format, once any ``kubectl``/pm2
-wrapping is removed). Prosody's formats have ``scan(path, context)``, a streaming polars scan
-(bounded memory whatever the file size, see ``prosody_server`` for its two passes); the client
+wrapping is removed). Prosody's formats have ``fields(lines, context)`` and are streamed chunk by
+chunk (bounded memory whatever the file size, see :func:`_stream` and ``prosody_server``); the client
 formats (small, with multi-line records) have ``parse(frame, context)`` turning a frame of
 ``(seq, line)`` into event columns plus a boolean ``parsed``, run on the whole file at once.
 """
@@ -167,12 +167,11 @@ def _write_lifecycle(events: pl.DataFrame, scratch: Path) -> Path:
 def _stream(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
     """Prosody formats: chunk by chunk, memory bounded by a chunk whatever the file size.
 
-    Each chunk of whole lines is split into lines (or, for plain records, straight into fields) by
-    polars' CSV reader and turned into events
-    (``prosody_server``) in worker threads; then, in file order, what carries across chunks is
-    applied and the chunk goes on to the Parquet writer, through an IO source, as the returned
-    frame is consumed (rows in line order). The figures and the lifecycle rows (for sessions)
-    fill in meanwhile.
+    Each chunk of whole lines is split by polars' CSV reader into lines (or, for plain records,
+    straight into fields) and turned into events (``prosody_server``) in worker threads; then, in
+    file order, what carries across chunks is applied and the chunk goes on to the Parquet writer,
+    through an IO source, as the returned frame is consumed (rows in line order). The figures and
+    the lifecycle rows (for sessions) fill in meanwhile.
     """
     result = FileResult()
     lifecycle: list[Path] = []
@@ -188,10 +187,8 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         # shape is read again as lines, so that such a line keeps its whole text in `message`.
         records = prosody_file.read_records(chunk, context) if module is prosody_file else None
         if records is not None:
-            events, count = (
-                prosody_server.event_columns(module.fields(records, context), constants),
-                records.height,
-            )
+            count = records.height
+            events = prosody_server.event_columns(module.fields(records, context), constants)
             if events["unparsed"].any():
                 events = None
         if events is None:
@@ -286,8 +283,8 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
 def parse_file(
     path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
 ) -> tuple[FileResult, pl.LazyFrame | None, list[Path]]:
-    """Parse one recognised file: its figures, a lazy frame of its events (STORED_EVENT_SCHEMA) and a list
-    of Arrow IPC files holding its session lifecycle rows (for ``build_sessions``).
+    """Parse one recognised file: its figures, a lazy frame of its events (STORED_EVENT_SCHEMA) and
+    a list of Arrow IPC files holding its session lifecycle rows (for ``build_sessions``).
 
     The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs
     the figures and the lifecycle list are complete only once the frame has been consumed.
