@@ -229,6 +229,20 @@ def test_small_chunks_give_the_same_tables(tmp_path, fixtures, monkeypatch):
     assert sessions[1].equals(sessions[0])
 
 
+def test_a_file_with_more_lines_than_can_be_numbered_keeps_what_came_before(tmp_path, monkeypatch):
+    """Line numbers are stored in 32 bits: past that a file stops, with its first lines kept."""
+    import prosody_analyze.parsers as parsers
+
+    log = write_log(tmp_path / "logs" / "prosody.log", PROSODY_LINES * 3)
+    monkeypatch.setattr(parsers, "CHUNK_BYTES", 100)  # about one line per chunk
+    monkeypatch.setattr(parsers, "MAX_LINES", 5)
+    summary = ingest([log], tmp_path / "out", year=2026)
+    (only,) = summary.files
+    assert only.lines == only.events == 5
+    assert "stopped after line 5" in only.notes[-1] and "more than 5 lines" in only.notes[-1]
+    assert events_of(tmp_path / "out")["seq"].to_list() == [1, 2, 3, 4, 5]
+
+
 def test_sessions_built_in_passes_are_the_same(tmp_path, fixtures, monkeypatch):
     """Huge logs aggregate their sessions a share at a time (bounded memory): same table."""
     import prosody_analyze.sessions as sessions

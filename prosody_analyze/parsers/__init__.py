@@ -46,6 +46,7 @@ MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
 CHUNK_BYTES = 16 << 20  # bytes of a Prosody log parsed at a time: bounds memory (bench: same speed as 32)
 PARALLEL_CHUNKS = 2  # chunks parsed at once (one per core here) while the previous one is written
+MAX_LINES = 2**32 - 1  # lines of one file that events.parquet can number (schema.STORED_SEQ)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,11 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     def in_order(done: Future) -> pl.DataFrame:
         """File order: number the lines, carry joins over, note the lifecycle rows for sessions."""
         events, figures, count = done.result()
-        events = events.with_columns(pl.col("seq") + result.lines)
+        if result.lines + count > MAX_LINES:
+            raise ValueError(f"more than {MAX_LINES:,} lines: split the file (e.g. split -l)")
+        events = events.with_columns(
+            (pl.col("seq").cast(pl.Int64) + result.lines).cast(STORED_EVENT_SCHEMA["seq"])
+        )
         _merge(result, figures)
         result.lines += count
         events = prosody_server.carry_over(events, state)
