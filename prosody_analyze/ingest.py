@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ import polars as pl
 
 from .capture import MANIFEST_FILE, METRICS_CSV
 from .errors import UserError
-from .parsers import FileResult, parse_file, sniff
+from .parsers import FileResult, hashed_while_read, parse_file, sniff
 from .parsers.source import ReadNotes
 from .schema import (
     EVENTS_FILE,
@@ -161,6 +161,7 @@ class _Pending:
         summary, result = self.summary, self.result
         summary.lines, summary.events, summary.unparsed = result.lines, result.events, result.unparsed
         summary.first_ts, summary.last_ts = _iso(result.first_ts), _iso(result.last_ts)
+        summary.sha256 = result.sha256
         summary.notes.extend(self.notes.messages)
         if result.invalid_utf8_lines:
             summary.notes.append(f"{result.invalid_utf8_lines} line(s) with invalid UTF-8, shown as U+FFFD")
@@ -168,16 +169,17 @@ class _Pending:
             summary.notes.append(result.error)
 
 
-def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, run: _Run) -> None:
+def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, run: _Run) -> bool:
+    """Sniff and start parsing one file; whether its SHA-256 will come from that parse."""
     try:
         sniffed = sniff(path)
     except OSError as error:
         summary.format = "error"
         summary.notes.append(f"cannot read: {error.strerror or error}")
-        return
+        return False
     if sniffed.format is None:
         summary.notes.append(sniffed.reason)
-        return
+        return False
     summary.format = sniffed.label
     notes = ReadNotes()
     try:
@@ -185,11 +187,12 @@ def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, ru
     except Exception as error:  # a file we cannot parse must not stop the others
         summary.format = "error"
         summary.notes.append(f"could not parse as {sniffed.label}: {type(error).__name__}: {error}")
-        return
+        return False
     if events is not None:
         run.parts.append(events)
     run.lifecycles.append(lifecycle)
     run.pending.append(_Pending(summary, result, notes))
+    return hashed_while_read(sniffed)
 
 
 @dataclass
@@ -215,10 +218,11 @@ def ingest(
     if not files:
         raise UserError(f"no files found under {', '.join(map(str, paths))}")
     scratch = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out_dir))
-    # Hashing runs beside parsing (hashlib releases the GIL): it costs a read, not a pass.
+    # A plain Prosody log is hashed as it is parsed; other files beside parsing (hashlib releases
+    # the GIL), at the cost of a second read.
     with ThreadPoolExecutor(max_workers=1) as hasher:
         try:
-            digests = [hasher.submit(_sha256, path) for path in files]
+            digests: dict[str, Future[str]] = {}
             summaries = [FileSummary(str(path), path.stat().st_size, "", "unrecognised") for path in files]
             run = _Run()
             with _Progress(progress) as bar:
@@ -230,8 +234,9 @@ def ingest(
                         table = read_metrics_csv(path, str(path))
                         run.metrics.append(table)
                         summary.format, summary.lines = "metrics", table.height
-                    else:
-                        _start(path, summary, scratch, year, run)
+                    elif _start(path, summary, scratch, year, run):
+                        continue
+                    digests[summary.path] = hasher.submit(_sha256, path)
                 if not run.pending:
                     reasons = "; ".join(f"{f.path}: {', '.join(f.notes) or f.format}" for f in summaries[:5])
                     raise UserError(f"no log file could be ingested ({reasons})")
@@ -246,8 +251,11 @@ def ingest(
                 lifecycle = [part for parts in run.lifecycles for part in parts]
                 sessions = build_sessions(pl.scan_ipc(lifecycle)) if lifecycle else empty_sessions()
                 sessions.write_parquet(out_dir / SESSIONS_FILE)
-            for summary, digest in zip(summaries, digests, strict=True):
-                summary.sha256 = digest.result()
+            for summary in summaries:
+                if summary.path in digests:
+                    summary.sha256 = digests[summary.path].result()
+                elif not summary.sha256:  # its parse stopped early, before reading all of it
+                    summary.sha256 = _sha256(Path(summary.path))
             for pending in run.pending:
                 for manifest in pending.result.manifests:
                     run.captures.append({"path": pending.summary.path, **manifest})

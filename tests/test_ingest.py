@@ -223,6 +223,7 @@ def test_small_chunks_give_the_same_tables(tmp_path, fixtures, monkeypatch):
     monkeypatch.setattr(parsers, "CHUNK_BYTES", 2000)
     chunked = ingest([log], tmp_path / "chunked", year=2026)
     assert chunked.files[0].lines == whole.files[0].lines and chunked.events == whole.events
+    assert chunked.files[0].sha256 == hashlib.sha256(log.read_bytes()).hexdigest()  # hashed chunk by chunk
     events = [scan_events(tmp_path / name / "events.parquet").collect() for name in ("whole", "chunked")]
     assert events[1].equals(events[0])
     sessions = [pl.read_parquet(tmp_path / name / "sessions.parquet") for name in ("whole", "chunked")]
@@ -241,6 +242,7 @@ def test_a_file_with_more_lines_than_can_be_numbered_keeps_what_came_before(tmp_
     assert only.lines == only.events == 5
     assert "stopped after line 5" in only.notes[-1] and "more than 5 lines" in only.notes[-1]
     assert events_of(tmp_path / "out")["seq"].to_list() == [1, 2, 3, 4, 5]
+    assert only.sha256 == hashlib.sha256(log.read_bytes()).hexdigest()  # of the whole file all the same
 
 
 def test_sessions_built_in_passes_are_the_same(tmp_path, fixtures, monkeypatch):

@@ -9,6 +9,7 @@ formats (small, with multi-line records) have ``parse(frame, context)`` turning 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections import deque
@@ -148,6 +149,13 @@ class FileResult:
     last_ts: datetime | None = None
     manifests: list[dict] = field(default_factory=list)  # swarm manifests found inside the log
     error: str = ""  # why parsing stopped early (what came before is kept)
+    sha256: str = ""  # of the file's bytes, when reading it whole gave them (see `hashed_while_read`)
+
+
+def hashed_while_read(sniffed: Sniffed) -> bool:
+    """Whether parsing reads the file's own bytes, in order, so that its SHA-256 comes with them
+    (a plain Prosody log): no second read of a big file."""
+    return sniffed.format in STREAMED and not sniffed.gzip
 
 
 def _scratch_file(scratch: Path, prefix: str, suffix: str = ".parquet") -> Path:
@@ -175,6 +183,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     the lifecycle rows (for sessions) fill in meanwhile.
     """
     result = FileResult()
+    digest = None if is_gzip(path) else hashlib.sha256()  # of the bytes read, when they are the file's
     lifecycle: list[Path] = []
     state = prosody_server.CarryState()
     constants = {"file": pl.lit(display, pl.Categorical), "origin": pl.lit("server")}  # Prosody logs only
@@ -219,10 +228,14 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
             try:
                 for chunk in iter_byte_chunks(path, notes, CHUNK_BYTES):
                     queued.append(pool.submit(parse_chunk, chunk))
+                    if digest is not None:
+                        digest.update(chunk)  # chunks cover the file in order
                     if len(queued) > PARALLEL_CHUNKS:
                         yield _select(in_order(queued.popleft()), with_columns, predicate)
                 while queued:
                     yield _select(in_order(queued.popleft()), with_columns, predicate)
+                if digest is not None:
+                    result.sha256 = digest.hexdigest()
             except Exception as error:  # one bad file must not sink the others: keep what was read, say why
                 result.error = f"stopped after line {result.lines}: {type(error).__name__}: {error}"
                 for future in queued:
