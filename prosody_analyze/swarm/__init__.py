@@ -7,7 +7,6 @@ The protocol lives in :mod:`.xmpp` (sans-IO), the sockets and schedule in :mod:`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import platform
 import resource
@@ -22,8 +21,6 @@ from typing import IO
 from .. import __version__
 from ..capture import METRICS_CSV, CaptureWriter, utc_now_iso
 from .config import PlannedParticipant, SwarmConfig, build_plan, parse_duration, parse_shard, parse_start_at
-from .progress import LiveProgress
-from .runner import Swarm, install_signal_handlers
 from .summary import SwarmSummary
 
 __all__ = [
@@ -45,10 +42,16 @@ def run_swarm(config: SwarmConfig, out: Path | str, progress: bool = True) -> Sw
     """Run the plan of ``config`` against its service (or a sandboxed Prosody with ``config.local``),
     write the capture to ``out`` (a directory, or ``"-"`` for JSON lines on stdout) and return the
     summary. Ctrl-C / SIGTERM make every participant leave cleanly first."""
+    import asyncio
+
     return asyncio.run(run_swarm_async(config, out, progress))
 
 
 async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool = True) -> SwarmSummary:
+    # Here, not at the top: the sockets' libraries would cost every other command 40 ms to start.
+    from .progress import LiveProgress
+    from .runner import Swarm, install_signal_handlers
+
     to_stdout = str(out) == "-"
     with _target(config, None if to_stdout else Path(out)) as (config, prosody):
         config = config.resolved()
