@@ -27,9 +27,6 @@ from .prosody_fields import continues
 # Provisional kinds, resolved by `event_columns`.
 IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT = "iq_in", "presence_in", "message_out", "error_out"
 UNPARSED, CONTEXT = "unparsed", "context"
-OCCUPANT_TO = r" to='([^']+/[^']*)'"
-FROM = r" from='([^']*)'"
-ROOM_OF = r"^([^@]+)@"
 # The source whose lines explain the error reply logged right after them.
 CONTEXT_SOURCE = "stanzarouter"
 
@@ -73,6 +70,24 @@ JID_PATTERNS = {
 
 # Final codes are indexes into this: a gather turns them into kinds, 20 times cheaper than a lookup.
 KINDS = pl.lit(pl.Series(EVENT_KINDS, dtype=EVENT_SCHEMA["kind"]))
+
+
+def _attribute(value: pl.Expr, name: str, pattern: str = "[^']*") -> pl.Expr:
+    """The value of `` name='...'`` in a logged tag, when it matches ``pattern``. Matched whole and
+    then trimmed: a pattern without a group runs on the regex engine's DFA alone, two to three
+    times faster than one that captures."""
+    opening = f" {name}='"
+    return value.str.extract(f"{opening}{pattern}'", 0).str.slice(len(opening)).str.head(-1)
+
+
+def _occupant(value: pl.Expr) -> pl.Expr:
+    """The ``room@muc/nick`` a presence is addressed to."""
+    return _attribute(value, "to", "[^']+/[^']*")
+
+
+def _room(jid: pl.Expr) -> pl.Expr:
+    """``room`` of ``room@muc/nick`` (whole match, then trimmed, as in :func:`_attribute`)."""
+    return jid.str.extract("^[^@]+@", 0).str.head(-1)
 
 
 def _code(name: str) -> pl.Expr:
@@ -161,8 +176,8 @@ def detail_columns(rows: pl.DataFrame) -> pl.DataFrame:
     unparsed = _is(UNPARSED)
     frame = rows.lazy().with_columns(
         continuation=unparsed & continues(pl.col("line")),
-        occupant=_only([PRESENCE_IN]).str.extract(OCCUPANT_TO, 1),
-        sender=_only([MESSAGE_OUT, ERROR_OUT]).str.extract(FROM, 1),
+        occupant=_occupant(_only([PRESENCE_IN])),
+        sender=_attribute(_only([MESSAGE_OUT, ERROR_OUT]), "from"),
         context_text=pl.when(
             _is(ERROR_OUT)
             & (code_col.shift(1) == _code(CONTEXT))
@@ -206,7 +221,7 @@ def detail_columns(rows: pl.DataFrame) -> pl.DataFrame:
         "final_code": kind,
         "continuation": pl.col("continuation"),
         "jid": pl.coalesce([_only([name]).str.extract(pattern, 1) for name, pattern in JID_PATTERNS.items()]),
-        "room": room_of.str.extract(ROOM_OF, 1),
+        "room": _room(room_of),
         "error": pl.when(_is("traceback"))
         .then(msg)
         .when(pl.col("continuation"))
@@ -350,7 +365,7 @@ def _drop_repeated_joins(events: pl.DataFrame, state: CarryState) -> pl.DataFram
         events.lazy()  # lazy, so that only the columns below are filtered
         .filter(pl.col("kind") == "muc_join_sent")
         .select(
-            pl.col("seq"), pl.concat_str("session", pl.lit(" "), msg.str.extract(OCCUPANT_TO, 1)).alias("key")
+            pl.col("seq"), pl.concat_str("session", pl.lit(" "), _occupant(msg)).alias("key")
         )
         .collect()
     )
