@@ -177,7 +177,7 @@ def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-ROWS_PER_PASS = 500_000  # lifecycle rows aggregated at a time: bounds memory on huge logs
+ROWS_PER_PASS = 1_000_000  # lifecycle rows aggregated at a time: bounds memory on huge logs
 
 
 def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -188,14 +188,25 @@ def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     to every pass: the pass holding the session that bound that JID claims them.
     """
     lazy = lifecycle_rows(events)
-    files = lazy.group_by("file", maintain_order=True).len().collect()  # files in the order given
-    passes = max(1, -(-files["len"].sum() // ROWS_PER_PASS))
-    file_order = files.select("file").with_row_index("file_index")
+    first = lazy.head(ROWS_PER_PASS + 1).collect()
+    if first.height <= ROWS_PER_PASS:  # all of them: one pass, read once
+        return _table(_sessions_of(first, _file_order(first.lazy())))
+    file_order = _file_order(lazy)
+    passes = -(-lazy.select(pl.len()).collect().item() // ROWS_PER_PASS)
     key = pl.coalesce("session", "participant")
     parts = []
     for index in range(passes):
-        rows = lazy if passes == 1 else lazy.filter(key.is_null() | (key.hash() % passes == index))
-        parts.extend(_sessions_of(rows.collect(), file_order))
+        rows = lazy.filter(key.is_null() | (key.hash() % passes == index)).collect()
+        parts.extend(_sessions_of(rows, file_order))
+    return _table(parts)
+
+
+def _file_order(rows: pl.LazyFrame) -> pl.DataFrame:
+    """``(file_index, file)``: the files in the order given."""
+    return rows.select(pl.col("file").unique(maintain_order=True)).with_row_index("file_index").collect()
+
+
+def _table(parts: list[pl.DataFrame]) -> pl.DataFrame:
     if not parts:
         return pl.DataFrame(schema=SESSION_SCHEMA)
     return conform(pl.concat([conform(p, SESSION_SCHEMA) for p in parts]), SESSION_SCHEMA).sort(
