@@ -140,13 +140,18 @@ def _server(rows: pl.DataFrame) -> pl.DataFrame:
         .drop("bound_session")
         .filter(pl.col("session").is_not_null())
     )
-    rows = rows.with_columns(
-        segment=(pl.col("kind") == "connection_opened").cast(pl.Int32).cum_sum().over("session")
-    )
-    table = _aggregate(rows.with_columns(key=pl.struct("session", "segment")), "key")
-    first = table.select(
-        pl.col("key").struct.field("session"), pl.col("first_ts"), pl.col("file"), pl.col("first_seq")
-    )
+    # Prosody reuses ids: a connection opened on an id seen before starts another session there.
+    # Counting connections per id costs a window over every row, so only when an id is reused.
+    opened = pl.col("kind") == "connection_opened"
+    reused = rows.select((opened & ~pl.col("session").is_first_distinct()).any()).item()
+    if reused:
+        segment = opened.cast(pl.Int32).cum_sum().over("session").alias("segment")
+        table = _aggregate(rows.with_columns(key=pl.struct("session", segment)), "key")
+        session = pl.col("key").struct.field("session")
+    else:
+        table = _aggregate(rows.with_columns(key=pl.col("session")), "key")
+        session = pl.col("key").alias("session")
+    first = table.select(session, pl.col("first_ts"), pl.col("file"), pl.col("first_seq"))
     name = pl.concat_str(
         first["session"],
         pl.lit("@"),
