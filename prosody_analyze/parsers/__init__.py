@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from ..schema import STORED_EVENT_SCHEMA, conform
+from ..schema import STORED_EVENT_SCHEMA, STORED_SEQ, conform
 from ..sessions import lifecycle_rows
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
@@ -214,9 +214,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         events, figures, count = done.result()
         if result.lines + count > MAX_LINES:
             raise ValueError(f"more than {MAX_LINES:,} lines: split the file (e.g. split -l)")
-        events = events.with_columns(
-            (pl.col("seq").cast(pl.Int64) + result.lines).cast(STORED_EVENT_SCHEMA["seq"])
-        )
+        events = events.with_columns(pl.col("seq") + pl.lit(result.lines, STORED_SEQ))
         _merge(result, figures)
         result.lines += count
         events = prosody_server.carry_over(events, state)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ..schema import EVENT_SCHEMA, LEVELS
+from ..schema import EVENT_SCHEMA, LEVELS, STORED_SEQ
 from .source import KUBECTL_PREFIX, KUBECTL_TIME, ReadNotes, Wrapping, lines_frame
 
 # Control bytes that no log line should hold; the reader splits "fields" at one the chunk lacks.
@@ -37,7 +37,8 @@ def read_lines(chunk: bytes, ascii: bool = False) -> tuple[pl.DataFrame, int]:
             schema={"line": pl.String},
             raise_if_empty=False,
         ).with_row_index("seq", offset=1)
-    return lines.with_columns(pl.col("seq").cast(pl.Int64)).filter(pl.col("line").is_not_null()), lines.height
+    numbered = lines.with_columns(pl.col("seq").cast(STORED_SEQ))
+    return numbered.filter(pl.col("line").is_not_null()), lines.height
 
 
 # The level read straight as its enum: cheaper to read, test and write than a string, and a line
@@ -78,7 +79,7 @@ def read_records(chunk: bytes) -> pl.DataFrame | None:
     line_bytes = (field_bytes or 0) + 3 * records.height  # two TABs and a newline each
     if missing or line_bytes != len(chunk) + (not chunk.endswith(b"\n")):
         return None
-    return records.with_row_index("seq", offset=1).with_columns(pl.col("seq").cast(pl.Int64))
+    return records.with_row_index("seq", offset=1).with_columns(pl.col("seq").cast(STORED_SEQ))
 
 
 def split_tabs(line: pl.Expr, fields: int) -> list[pl.Expr]:
