@@ -5,7 +5,7 @@ time, source and level are laid out (their ``fields`` give ``seq, line, ts, sour
 message, parsed``). Gigabytes stream through, so the work per line must stay small:
 
 * :func:`with_coarse_code` gives every line a kind code from the opening of its message, with a
-  hash lookup and a few literal tests. Some codes are provisional: a stanza to look into, a JID
+  lookup and a few literal tests. Some codes are provisional: a stanza to look into, a JID
   to pull out, a line that is not a record.
 * :func:`event_columns` resolves them in the same query. Each regular expression runs on a
   column masked to the lines of its kind (polars skips nulls), so it costs in proportion to
@@ -26,7 +26,7 @@ from .prosody_fields import continues
 
 # Provisional kinds, resolved by `event_columns`.
 IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT = "iq_in", "presence_in", "message_out", "error_out"
-UNPARSED, CONTEXT = "unparsed", "context"
+UNPARSED, CONTEXT, STANZA_OUT = "unparsed", "context", "stanza_out"
 # The source whose lines explain the error reply logged right after them.
 CONTEXT_SOURCE = "stanzarouter"
 
@@ -36,7 +36,7 @@ code_col = pl.col("code")
 
 # Codes are small integers (a chain of string columns would cost more than all the tests); the
 # event kinds come first, so a code below len(EVENT_KINDS) is final as it is.
-PASS1_KINDS = [*EVENT_KINDS, IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT, UNPARSED, CONTEXT]
+PASS1_KINDS = [*EVENT_KINDS, IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT, UNPARSED, CONTEXT, STANZA_OUT]
 CODE = {name: index for index, name in enumerate(PASS1_KINDS)}
 
 # Message openings (their first 16 characters) that name a kind.
@@ -52,6 +52,8 @@ BY_PREFIX = {
     "Destroying unbou": "session_destroyed",
     "Unbinding resour": "session_destroyed",
     **{f"Firing event: {method}"[:16]: "http_request" for method in HTTP_METHODS},
+    # An iq, presence or message sent (only these can be error replies): looked into below.
+    **{f"Sending[c2s]: <{element}"[:16]: STANZA_OUT for element in ("iq", "presence", "message")},
 }
 # Stanzas share their first 16 characters: told apart by a test each, cheaper than a second lookup.
 STANZA_OPENINGS = {
@@ -118,22 +120,21 @@ def _lookup(length: int, table: dict[str, str]) -> pl.Expr:
 
 def with_coarse_code(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Add ``code``: the kind code from the opening of ``message`` (provisional where
-    :func:`detail_columns` must look), with one hash lookup and a few literal tests.
+    :func:`detail_columns` must look), with one lookup and a few literal tests.
 
     The lookup goes to a column first: inside the chain below it would be computed twice.
     """
     starts = msg.str.starts_with
     by_prefix = pl.col("by_prefix")
+    error_reply = (by_prefix == _code(STANZA_OUT)) & msg.str.contains("type='error'", literal=True)
     code = pl.when(~pl.col("parsed")).then(_code(UNPARSED))
-    code = code.when(starts("Sending[c2s]: <") & msg.str.contains("type='error'", literal=True)).then(
-        _code(ERROR_OUT)
-    )
+    code = code.when(error_reply).then(_code(ERROR_OUT))
     for opening, name in STANZA_OPENINGS.items():
         code = code.when(starts(opening)).then(_code(name))
     code = (
         code.when(starts("Websocket received frame: opcode=9"))
         .then(_code("ping"))
-        .when(by_prefix.is_not_null())
+        .when(by_prefix < len(EVENT_KINDS))  # a final kind, not a stanza to look into
         .then(by_prefix)
         .when(starts("Traceback[") | (pl.col("level") == "error"))
         .then(_code("traceback"))
