@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -77,8 +78,13 @@ def _epoch(values: pl.Expr) -> pl.Expr:
     return pl.from_epoch(micros.round().cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC")
 
 
-def _times(column: pl.Expr, sample: pl.Series, tz: str | None) -> pl.Expr:
-    """Epoch numbers or date strings as UTC; strings without an offset are in ``tz`` (else UTC)."""
+class NaiveDatesWarning(UserWarning):
+    """An export's dates have no UTC offset and no ``tz`` was given: they are taken as UTC."""
+
+
+def _times(column: pl.Expr, sample: pl.Series, tz: str | None, path: Path) -> pl.Expr:
+    """Epoch numbers or date strings as UTC; strings without an offset are in ``tz`` (else UTC,
+    with a :class:`NaiveDatesWarning`: Grafana writes them in the browser's zone)."""
     numeric = sample.cast(pl.Float64, strict=False)
     if sample.len() and numeric.null_count() == sample.null_count():
         return _epoch(column.cast(pl.Float64, strict=False))
@@ -86,6 +92,12 @@ def _times(column: pl.Expr, sample: pl.Series, tz: str | None) -> pl.Expr:
     text = column.str.strip_chars()
     if isinstance(parsed.dtype, pl.Datetime) and parsed.dtype.time_zone is not None:
         return text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+    if tz is None:
+        warnings.warn(
+            f"{path}: dates without a UTC offset, taken as UTC; pass --tz with the zone of the export",
+            NaiveDatesWarning,
+            stacklevel=2,
+        )
     naive = text.str.to_datetime(time_unit="us", strict=False)
     local = naive.dt.replace_time_zone(tz or "UTC", ambiguous="earliest", non_existent="null")
     return local.dt.convert_time_zone("UTC")
@@ -102,12 +114,12 @@ def _series_name(name: pl.Expr, stem: str) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _long(
-    frame: pl.DataFrame, ts_raw: str, metric: pl.Expr, labels: pl.Expr, value: str, tz: str | None, stem: str
+    frame: pl.DataFrame, ts_raw: str, metric: pl.Expr, labels: pl.Expr, value: str, tz: str | None, path: Path
 ) -> pl.DataFrame:
     """Rows of (time text, series name, value text) into METRIC_SCHEMA with parsed times, values and units."""
     parsed, unit = parse_values(pl.col(value))
     return frame.select(
-        ts=_times(pl.col(ts_raw), frame[ts_raw], tz),
+        ts=_times(pl.col(ts_raw), frame[ts_raw], tz, path),
         metric=metric,
         labels=labels,
         value=parsed,
@@ -137,13 +149,13 @@ def _csv_block(block: str, separator: str | None, tz: str | None, path: Path) ->
             pl.col(names["labels"]).fill_null(""),
             names["value"],
             tz,
-            stem,
+            path,
         )
     series_col = names.get("series") or names.get("metric") or names.get("name")
     time_col = next((names[n] for n in names if n in TIME_COLUMNS), None)
     if series_col and time_col and "value" in names:  # Grafana, not joined by time
         metric, labels = _series_name(pl.col(series_col), stem)
-        return _long(table, time_col, metric, labels, names["value"], tz, stem)
+        return _long(table, time_col, metric, labels, names["value"], tz, path)
     first = table.columns[0].strip().lower()
     if first in POINT_COLUMNS:
         raise UserError(f"{path}: a participants,value table, not a time series (for `fit`)")
@@ -151,7 +163,7 @@ def _csv_block(block: str, separator: str | None, tz: str | None, path: Path) ->
         raise UserError(f"{path}: no time column ({', '.join(sorted(TIME_COLUMNS))}): not metrics")
     wide = table.unpivot(index=time_col, variable_name="_series", value_name="_value")
     metric, labels = _series_name(pl.col("_series"), stem)
-    return _long(wide, time_col, metric, labels, "_value", tz, stem)
+    return _long(wide, time_col, metric, labels, "_value", tz, path)
 
 
 def _read_csv(text: str, tz: str | None, path: Path) -> pl.DataFrame:

@@ -181,6 +181,21 @@ def test_cli_json_and_table(tmp_path, fixtures):
     assert "[bytes]" in table.stdout  # the unit in the header, not eaten as rich markup
 
 
+def test_cli_warns_in_one_line_when_dates_without_offset_are_taken_as_utc(tmp_path, fixtures):
+    analysis = _study_ramp(tmp_path)
+    export = fixtures / "metrics" / "grafana_formatted.csv"
+    command = [sys.executable, "-m", "prosody_analyze", "correlate", str(analysis), "--metrics", str(export)]
+    run = lambda *options: subprocess.run([*command, *options], capture_output=True, text=True, timeout=60)  # noqa: E731
+    naive = run("--json")
+    assert naive.returncode == 0 and json.loads(naive.stdout)["samples"] > 0
+    assert naive.stderr.splitlines() == [
+        f"prosody-analyze: warning: {export}: dates without a UTC offset, taken as UTC; "
+        "pass --tz with the zone of the export"
+    ]
+    zoned = run("--tz", "Europe/Paris", "--json")
+    assert zoned.returncode == 0 and zoned.stderr == ""
+
+
 def test_cli_error_is_one_line_exit_2(tmp_path):
     analysis = _study_ramp(tmp_path)
     bad = subprocess.run(

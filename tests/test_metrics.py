@@ -2,13 +2,14 @@
 
 import json
 import os
+import warnings
 from datetime import UTC, datetime
 
 import polars as pl
 import pytest
 
 from prosody_analyze.errors import UserError
-from prosody_analyze.metrics import rate, read_metrics, read_points, with_rates
+from prosody_analyze.metrics import NaiveDatesWarning, rate, read_metrics, read_points, with_rates
 from prosody_analyze.schema import METRIC_SCHEMA
 
 MIB = 2**20
@@ -48,9 +49,13 @@ def test_grafana_formatted_local_dates_and_units(metrics_dir, name):
     assert _series(table, "CPU")["value"].max() == pytest.approx(0.162)
 
 
-def test_local_dates_without_tz_are_taken_as_utc(metrics_dir):
-    table = read_metrics(metrics_dir / "grafana_formatted.csv")
+def test_local_dates_without_tz_are_taken_as_utc_with_a_warning(metrics_dir):
+    with pytest.warns(NaiveDatesWarning, match="grafana_formatted.csv: dates without a UTC offset"):
+        table = read_metrics(metrics_dir / "grafana_formatted.csv")
     assert _series(table, "WSS")["ts"][0] == datetime(2026, 11, 28, 20, 56, tzinfo=UTC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a zone given, or dates with an offset: nothing to warn of
+        read_metrics(metrics_dir / "grafana_formatted.csv", tz="Europe/Paris")
 
 
 def test_old_grafana_sep_line_series_time_value(metrics_dir):

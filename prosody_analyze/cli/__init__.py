@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 # Before polars loads: its allocator (jemalloc) hands freed pages back to the kernel after 0.5 s,
 # and ingest frees and refills about the same memory for every 32 MB chunk, so each chunk paid
@@ -20,7 +21,13 @@ from . import analysis, correlate, demo, ingest, k8s, report, swarm  # noqa: E40
 from .app import app  # noqa: E402
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning is one line for the user, like an error, not a source location."""
+    print(f"prosody-analyze: warning: {message}", file=sys.stderr)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         app()
     except UserError as error:
