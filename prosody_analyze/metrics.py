@@ -15,7 +15,8 @@
 A series named ``name{k="v"}`` gives metric and labels; a legend or a bare ``value`` column
 is the metric name (``value`` takes the file's stem). Without a unit in the cells the unit
 comes from the Prometheus suffix (``_bytes``, ``_seconds``). Rows without a time or a finite
-value are dropped, duplicates (same time, metric, labels) keep the last, rows are sorted.
+value are dropped (a cell that is not empty but not understood, with an
+:class:`UnreadValuesWarning`), duplicates (same time, metric, labels) keep the last, rows are sorted.
 ``participants,value`` tables are another shape: :func:`read_points`.
 """
 
@@ -78,6 +79,10 @@ def _epoch(values: pl.Expr) -> pl.Expr:
     return pl.from_epoch(micros.round().cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC")
 
 
+class UnreadValuesWarning(UserWarning):
+    """Cells of an export that are neither empty nor a number with a known unit: left out."""
+
+
 class NaiveDatesWarning(UserWarning):
     """An export's dates have no UTC offset and no ``tz`` was given: they are taken as UTC."""
 
@@ -118,13 +123,23 @@ def _long(
 ) -> pl.DataFrame:
     """Rows of (time text, series name, value text) into METRIC_SCHEMA with parsed times, values and units."""
     parsed, unit = parse_values(pl.col(value))
-    return frame.select(
+    table = frame.select(
         ts=_times(pl.col(ts_raw), frame[ts_raw], tz, path),
         metric=metric,
         labels=labels,
         value=parsed,
         cell_unit=unit,
-    ).with_columns(
+        cell=pl.col(value).str.strip_chars(),
+    )
+    unread = table.filter(pl.col("value").is_null() & (pl.col("cell").fill_null("") != ""))
+    if unread.height:  # an empty cell is a missing point; anything else should have been a number
+        cell, series = unread.row(0)[-1], unread["metric"][0]
+        warnings.warn(
+            f"{path}: {unread.height} value(s) not understood, left out (e.g. {cell!r} in {series})",
+            UnreadValuesWarning,
+            stacklevel=2,
+        )
+    return table.drop("cell").with_columns(
         unit=pl.when(pl.col("cell_unit").is_in(["", None]).not_())
         .then("cell_unit")
         .otherwise(metric_unit(pl.col("metric")))
@@ -306,7 +321,8 @@ def read_points(path: Path | str) -> tuple[list[float], list[float], str]:
     """A ``participants,value`` table: (participants, values in base units, base unit or "").
 
     Values may carry units (``16.4 MiB``) or the header may name one (``RAM (MiB)``); either
-    way they come back in base units (bytes). Rows without two numbers are skipped.
+    way they come back in base units (bytes). Rows without two numbers are skipped; those with a
+    cell that is not a number, with an :class:`UnreadValuesWarning`.
     """
     path = Path(path)
     if not path.is_file():
@@ -330,11 +346,23 @@ def read_points(path: Path | str) -> tuple[list[float], list[float], str]:
     values, units = parse_values(pl.col(value_col))
     header_unit = _HEADER_UNIT.search(value_col)
     factor, base = UNITS.get(header_unit[1], (1.0, "")) if header_unit else (1.0, "")
-    points = table.select(
-        participants=pl.col(table.columns[0]).str.strip_chars().cast(pl.Float64, strict=False),
+    cells = [pl.col(name).str.strip_chars().fill_null("") for name in table.columns[:2]]
+    rows = table.select(
+        participants=cells[0].cast(pl.Float64, strict=False),
         value=values,
         unit=units,
-    ).filter(pl.col("participants").is_not_null() & pl.col("value").is_finite())
+        unread=(cells[0].cast(pl.Float64, strict=False).is_null() & (cells[0] != ""))
+        | (values.is_null() & (cells[1] != "")),
+        text=pl.concat_str(cells, separator=","),
+    )
+    unread = rows.filter("unread")["text"]
+    if unread.len():  # a row with an empty cell is a missing point; anything else should be numbers
+        warnings.warn(
+            f"{path}: {unread.len()} row(s) not understood, left out (e.g. {unread[0]!r})",
+            UnreadValuesWarning,
+            stacklevel=2,
+        )
+    points = rows.filter(pl.col("participants").is_not_null() & pl.col("value").is_finite())
     if points.height == 0:
         raise UserError(f"{path}: no rows with two numbers (participants, value)")
     cell_units = [u for u in points["unit"].unique().to_list() if u]

@@ -9,7 +9,14 @@ import polars as pl
 import pytest
 
 from prosody_analyze.errors import UserError
-from prosody_analyze.metrics import NaiveDatesWarning, rate, read_metrics, read_points, with_rates
+from prosody_analyze.metrics import (
+    NaiveDatesWarning,
+    UnreadValuesWarning,
+    rate,
+    read_metrics,
+    read_points,
+    with_rates,
+)
 from prosody_analyze.schema import METRIC_SCHEMA
 
 MIB = 2**20
@@ -98,7 +105,9 @@ def test_rate_drops_the_sample_at_a_counter_reset():
 
 
 def test_plain_timestamp_value_unsorted_duplicates_gaps_extra_column(metrics_dir):
-    table = read_metrics(metrics_dir / "ram_timestamp_value.csv")
+    unread = r"1 value\(s\) not understood, left out \(e.g. 'gap' in comment\)"  # a note, not a number
+    with pytest.warns(UnreadValuesWarning, match=unread):
+        table = read_metrics(metrics_dir / "ram_timestamp_value.csv")
     assert table["metric"].unique().to_list() == ["ram_timestamp_value"]  # a bare "value" takes the file name
     assert table["ts"].is_sorted() and table["ts"].n_unique() == table.height == 8
     assert table["value"].null_count() == 0
@@ -154,7 +163,8 @@ def test_read_points_header_unit_gives_bytes(metrics_dir):
 def test_read_points_cells_with_units_and_bad_rows(tmp_path):
     path = tmp_path / "points.csv"
     path.write_text("participants,ram\n0,16.4 MiB\nn/a,1 MiB\n100,22.3 MiB\n200,\n")
-    participants, values, unit = read_points(path)
+    with pytest.warns(UnreadValuesWarning, match=r"1 row\(s\) not understood, left out \(e.g. 'n/a,1 MiB'\)"):
+        participants, values, unit = read_points(path)  # "200," is a missing value, not a bad row
     assert participants == [0, 100] and unit == "bytes"
     assert values[1] == pytest.approx(22.3 * MIB)
 
