@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -360,6 +361,19 @@ def test_local_mode_brings_its_own_prosody_and_leaves_its_log_and_metrics(tmp_pa
     assert metrics[0] == "ts,metric,labels,value"
     assert any(",process_resident_memory_bytes," in row for row in metrics)
     assert any(row.split(",")[1].startswith("prosody_mod_c2s") for row in metrics[1:])
+
+
+def test_local_mode_with_the_capture_on_stdout_keeps_its_log_and_says_where(capsys):
+    summary = run_swarm(SwarmConfig(local=True, rooms=1, participants=2, duration=0.5), "-", progress=False)
+    out, err = capsys.readouterr()
+    kinds = {json.loads(line).get("kind") for line in out.splitlines()}  # the capture, on stdout
+    assert summary.joined == 2 and "muc_joined" in kinds
+    (kept,) = re.findall(r"swarm: the local Prosody's log is kept in (\S+)", err)
+    log = Path(kept)
+    try:
+        assert "Client connected" in log.read_text()
+    finally:
+        shutil.rmtree(log.parent)
 
 
 def test_pings_go_out_while_in_the_room(local_prosody, tmp_path):

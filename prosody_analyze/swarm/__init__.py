@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from .. import __version__
-from ..capture import METRICS_CSV, CaptureWriter, utc_now_iso
+from ..capture import METRICS_CSV, PROSODY_LOG, CaptureWriter, utc_now_iso
 from .config import PlannedParticipant, SwarmConfig, build_plan, parse_duration, parse_shard, parse_start_at
 from .summary import SwarmSummary
 
@@ -132,10 +132,15 @@ def _target(config: SwarmConfig, out: Path | None) -> Iterator[tuple[SwarmConfig
 
     domain = config.domain or "localhost"
     muc = config.muc or f"conference.{domain}"
-    with contextlib.ExitStack() as stack:
-        workdir = out if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        prosody = stack.enter_context(LocalProsody(workdir, domain=domain, muc=muc))
-        yield replace(config, domain=domain, muc=muc, service=prosody.websocket_url), prosody
+    # With the capture on stdout, the sandbox (config and log) goes to a directory of its own, kept.
+    workdir = out if out is not None else Path(tempfile.mkdtemp(prefix="prosody-analyze-local-"))
+    try:
+        with LocalProsody(workdir, domain=domain, muc=muc) as prosody:
+            yield replace(config, domain=domain, muc=muc, service=prosody.websocket_url), prosody
+    finally:
+        log = workdir / PROSODY_LOG
+        if out is None and log.is_file():
+            print(f"swarm: the local Prosody's log is kept in {log}", file=sys.stderr)
 
 
 @contextlib.contextmanager
