@@ -9,10 +9,12 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -179,11 +181,13 @@ def test_source_addresses_spread_the_connections(local_prosody, tmp_path):
     assert "127.0.0.2" in log and "127.0.0.3" in log
 
 
-class Http500Front:
-    """A loopback TCP front for Prosody: every other WebSocket upgrade gets HTTP 500, the rest are piped."""
+class Front:
+    """A loopback TCP front for Prosody's WebSocket, piping to it: with ``refuse``, every other
+    upgrade gets HTTP 500 instead; with ``tls``, it speaks TLS (wss://) to the clients."""
 
-    def __init__(self, backend_port: int):
+    def __init__(self, backend_port: int, refuse: bool = True, tls: ssl.SSLContext | None = None):
         self.backend_port = backend_port
+        self.refuse, self.tls = refuse, tls
         self.port = free_port()
         self.requests = 0
         self.refused = 0
@@ -193,7 +197,7 @@ class Http500Front:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        serving = asyncio.start_server(self._client, "127.0.0.1", self.port)
+        serving = asyncio.start_server(self._client, "127.0.0.1", self.port, ssl=self.tls)
         self._server = self._loop.run_until_complete(serving)
         self._ready.set()
         self._loop.run_forever()
@@ -201,7 +205,7 @@ class Http500Front:
     async def _client(self, reader, writer) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests += 1
-        if self.requests % 2 == 1:
+        if self.refuse and self.requests % 2 == 1:
             self.refused += 1
             writer.write(
                 b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -224,7 +228,7 @@ class Http500Front:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-    def __enter__(self) -> Http500Front:
+    def __enter__(self) -> Front:
         self._thread.start()
         self._ready.wait(5)
         return self
@@ -235,7 +239,7 @@ class Http500Front:
 
 
 def test_http_500_on_upgrade_is_recorded_with_its_status_and_retried(local_prosody, tmp_path):
-    with Http500Front(local_prosody.http_port) as front:
+    with Front(local_prosody.http_port) as front:
         service = f"ws://127.0.0.1:{front.port}/xmpp-websocket"
         summary = run_swarm(
             small(local_prosody, service=service, retries=2, retry_backoff=0.05, max_connecting=1),
@@ -255,8 +259,29 @@ def test_http_500_on_upgrade_is_recorded_with_its_status_and_retried(local_proso
     assert summary.joined + summary.failed == 10 and summary.joined >= 8
 
 
+def test_wss_with_a_self_signed_certificate_needs_insecure(local_prosody, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with Front(local_prosody.http_port, refuse=False, tls=tls) as front:
+        service = f"wss://127.0.0.1:{front.port}/xmpp-websocket"
+        verifying = small(local_prosody, service=service, participants=2)
+        checked = run_swarm(verifying, tmp_path / "a", progress=False)
+        insecure = run_swarm(replace(verifying, insecure=True), tmp_path / "b", progress=False)
+    assert checked.joined == 0 and checked.failures_by_stage == {"connected": 4}
+    assert any("CERTIFICATE_VERIFY_FAILED" in e.get("error", "") for e in events_of(tmp_path / "a"))
+    assert insecure.joined == insecure.target == 4
+
+
 def test_http_500_without_retries_fails_those_participants_only(local_prosody, tmp_path):
-    with Http500Front(local_prosody.http_port) as front:
+    with Front(local_prosody.http_port) as front:
         service = f"ws://127.0.0.1:{front.port}/xmpp-websocket"
         summary = run_swarm(
             small(local_prosody, service=service, max_connecting=1), tmp_path / "c", progress=False

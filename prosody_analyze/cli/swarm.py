@@ -125,6 +125,13 @@ def swarm(
             "package) and aim at it; its log and metrics go in the capture.",
         ),
     ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Accept a TLS certificate that does not verify (a test deployment's self-signed one).",
+        ),
+    ] = False,
     shard: Annotated[
         str | None, typer.Option(help="Run shard K/N of the plan (K from 0, as JOB_COMPLETION_INDEX).")
     ] = None,
@@ -178,6 +185,7 @@ def swarm(
         "metrics_url": metrics_url,
         "metrics_interval": None if metrics_interval is None else parse_duration(metrics_interval),
         "local": local or None,
+        "insecure": insecure or None,
         "start_at": None if start_at is None else parse_start_at(start_at),
     }
     if shard is not None:

@@ -75,6 +75,7 @@ class SwarmConfig:
     retries: int = 0  # attempts after a failure before joining
     retry_backoff: float = 1.0  # first wait; doubles each retry
     source_addresses: tuple[str, ...] = ()  # local addresses connections are spread over
+    insecure: bool = False  # accept TLS certificates that do not verify (self-signed test servers)
     stage_timeout: float = DEFAULT_STAGE_TIMEOUT_S
     conference_timeout: float = DEFAULT_CONFERENCE_TIMEOUT_S
     ping_interval: float = DEFAULT_PING_INTERVAL_S

@@ -90,7 +90,7 @@ class Swarm:
         self.connect_slots = asyncio.Semaphore(config.max_connecting)
         self.connections: dict[str, tuple[Participant, ClientConnection]] = {}
         self.tasks: set[asyncio.Task] = set()
-        self.ssl_context = ssl.create_default_context() if config.service.startswith("wss://") else None
+        self.ssl_context = _tls_context(config.insecure)
         self.summary = SwarmSummary(target=len(plan), shard=config.shard, service=config.service)
         self.stage_samples: dict[str, list[float]] = {"connect": [], "auth": [], "bind": [], "join": []}
         self.errors: Counter = Counter()
@@ -306,7 +306,7 @@ class Swarm:
         extra = {}
         if config.source_addresses:
             extra["local_addr"] = (config.source_addresses[number % len(config.source_addresses)], 0)
-        if self.ssl_context is not None:
+        if config.service.startswith("wss://"):
             extra["ssl"] = self.ssl_context
         return await connect(
             url,
@@ -394,7 +394,9 @@ class Swarm:
             request = urllib.request.Request(
                 url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
             )
-            with urllib.request.urlopen(request, timeout=config.conference_timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=config.conference_timeout, context=self.ssl_context
+            ) as response:
                 response.read()
 
         try:
@@ -549,3 +551,12 @@ def install_signal_handlers(swarm: Swarm) -> Callable[[], None]:
             loop.remove_signal_handler(signum)
 
     return remove
+
+
+def _tls_context(insecure: bool) -> ssl.SSLContext:
+    """Certificates checked as a browser would, unless ``insecure`` (a test server's self-signed one)."""
+    context = ssl.create_default_context()
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
