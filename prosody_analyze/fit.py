@@ -32,6 +32,8 @@ are reduced to their median; levels with fewer than 3 such samples are dropped.
      "slope_ci95": [lo, hi], "intercept_ci95": [lo, hi], "r2": float,
      "residuals": [float, ...] (in points order),
      "points": [{"participants": float, "value": float}, ...],
+     "plateaus": [{"participants", "value", "samples", "start", "end"}, ...],  # from a time series:
+                                         # each point's load level and its window (ISO 8601, UTC)
      "robust": {"method": "theil-sen", "slope": float, "intercept": float},
      "outliers": [{"participants", "value", "studentized"}, ...],
      "breakpoint": {"participants", "kind": "bend"|"jump", "bic_linear", "bic_piecewise",
@@ -91,6 +93,7 @@ class FitResult:
     line: dict[str, list[float]] = field(default_factory=dict)
     band: dict[str, list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # assumptions made, in words
+    plateaus: list[dict[str, Any]] = field(default_factory=list)  # the points' windows (time series)
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -348,6 +351,18 @@ def _choose_metric(table: pl.DataFrame, metric: str | None) -> str:
     return found
 
 
+def _windows(plateaus: pl.DataFrame, factor: float) -> list[dict[str, Any]]:
+    """Each plateau with the time window it was read from, so a point can be checked on a graph."""
+    iso = "%Y-%m-%dT%H:%M:%S%.fZ"
+    return plateaus.select(
+        pl.col("participants").cast(pl.Float64),
+        pl.col("value") * factor,
+        pl.col("samples").cast(pl.Int64),
+        pl.col("start").dt.strftime(iso),
+        pl.col("end").dt.strftime(iso),
+    ).to_dicts()
+
+
 def _read_participant_points(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     participants, values, unit = read_points(path)
     return np.asarray(participants, dtype=float), np.asarray(values, dtype=float), unit or ""
@@ -424,6 +439,7 @@ def fit_resource(
         result = fit_linear(
             plateaus["participants"], plateaus["value"] * factor, unit=unit, metric=name, limit=fitted_limit
         )
+        result.plateaus = _windows(plateaus, factor)
     target = Path(out_dir) if out_dir is not None else load_path
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,11 @@ def test_fit_resource_on_a_real_swarm_run_writes_fit_json(swarm_analysis):
     assert participants == sorted(participants)
     assert written["slope"] > 0  # Prosody's RSS grows with participants
     assert written["capacity"]["limit"] == 15000
+    windows = written["plateaus"]  # where each point was read, to check it on a graph
+    points = [(point["participants"], point["value"]) for point in written["points"]]
+    assert [(w["participants"], w["value"]) for w in windows] == points
+    assert all(w["start"] <= w["end"] and w["start"].endswith("Z") and w["samples"] >= 3 for w in windows)
+    assert all(before["end"] < after["start"] for before, after in zip(windows, windows[1:], strict=False))
 
 
 def test_participants_value_table(tmp_path):
