@@ -234,6 +234,14 @@ class Front:
         return self
 
     def __exit__(self, *exc) -> None:
+        async def shut() -> None:  # the pipes end while the loop runs, not when collected later
+            self._server.close()
+            pipes = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pipes:
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
