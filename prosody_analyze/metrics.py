@@ -133,7 +133,7 @@ def _long(
     )
     unread = table.filter(pl.col("value").is_null() & (pl.col("cell").fill_null("") != ""))
     if unread.height:  # an empty cell is a missing point; anything else should have been a number
-        cell, series = unread.row(0)[-1], unread["metric"][0]
+        cell, series = unread["cell"][0], unread["metric"][0]
         warnings.warn(
             f"{path}: {unread.height} value(s) not understood, left out (e.g. {cell!r} in {series})",
             UnreadValuesWarning,

@@ -12,6 +12,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -22,6 +23,7 @@ import polars as pl
 import pytest
 
 from prosody_analyze.capture import EVENTS_JSONL, MANIFEST_FILE
+from prosody_analyze.errors import UserError
 from prosody_analyze.ingest import ingest
 from prosody_analyze.local_prosody import LocalProsody, free_port
 from prosody_analyze.schema import EVENT_KINDS
@@ -407,6 +409,18 @@ def test_local_mode_with_the_capture_on_stdout_keeps_its_log_and_says_where(caps
         assert "Client connected" in log.read_text()
     finally:
         shutil.rmtree(log.parent)
+
+
+def test_local_mode_on_stdout_that_cannot_start_prosody_leaves_no_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def refuse(self):
+        raise UserError("prosody is not installed")
+
+    monkeypatch.setattr(LocalProsody, "__enter__", refuse)
+    with pytest.raises(UserError, match="not installed"):
+        run_swarm(SwarmConfig(local=True, rooms=1, participants=1, duration=0.1), "-", progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_pings_go_out_while_in_the_room(local_prosody, tmp_path):

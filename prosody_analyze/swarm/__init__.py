@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ def run_swarm(config: SwarmConfig, out: Path | str, progress: bool = True) -> Sw
 
 
 async def run_swarm_async(config: SwarmConfig, out: Path | str, progress: bool = True) -> SwarmSummary:
-    # Here, not at the top: the sockets' libraries would cost every other command 40 ms to start.
+    # Here, not at the top: the sockets' libraries would cost every other command 30 ms to start.
     from .progress import LiveProgress
     from .runner import Swarm, install_signal_handlers
 
@@ -141,6 +142,8 @@ def _target(config: SwarmConfig, out: Path | None) -> Iterator[tuple[SwarmConfig
         log = workdir / PROSODY_LOG
         if out is None and log.is_file():
             print(f"swarm: the local Prosody's log is kept in {log}", file=sys.stderr)
+        elif out is None:  # Prosody never started: nothing worth keeping
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
