@@ -9,6 +9,7 @@ format parser only sees the line its program wrote.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import zlib
@@ -191,6 +192,26 @@ def _plain_cut(descriptor: int, offset: int, nominal: int, size: int) -> int:
         if position - nominal > RECORD_SEARCH or not _continues_at(head, 0):
             return position
     return size
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    import ctypes  # only here: most commands never read a big log
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the system back what malloc keeps of freed buffers (it keeps them for reuse, which is
+    what makes reading chunks cheap): what follows a big file, such as building sessions, must not
+    stack on top of it."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def lines_frame(chunk: bytes, first_seq: int, notes: ReadNotes) -> pl.DataFrame:
