@@ -35,7 +35,7 @@ from .source import (
     iter_bytes,
     iter_line_frames,
     read_sample,
-    release_free_memory,
+    reused_buffers,
     strip_wrapping_text,
     unwrap,
 )
@@ -48,9 +48,7 @@ MIN_SHARE = 0.2  # share of the sampled lines the winning format must match
 SNIFF_LINES = 2000
 # Bytes of a Prosody log parsed at a time: bounds memory. Each chunk costs a fixed share of work
 # besides its lines; 32 MB ran 4-9 % faster than 16 MB for about 150 MiB more peak RSS (~700 MiB).
-# Just under 32 MiB, the most glibc's malloc serves from its heap: there the buffer of a chunk read
-# reuses the pages of one freed before (see `_stream`), where a fresh mapping would have its pages
-# faulted in and zeroed as it is filled, 14 ms of kernel time per chunk.
+# Under 32 MiB, so that glibc's malloc can reuse freed chunk buffers (see `source.reused_buffers`).
 CHUNK_BYTES = 31 << 20
 PARALLEL_CHUNKS = 2  # chunks parsed at once (one per core here) while the previous one is written
 MAX_LINES = 2**32 - 1  # lines of one file that events.parquet can number (schema.STORED_SEQ)
@@ -228,9 +226,13 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
 
     def batches(with_columns, predicate, n_rows, batch_size):
         # Chunks are read in a thread of their own, so that their buffers all come from one malloc
-        # arena, where a freed one is reused (see CHUNK_BYTES); polars calls this generator from
-        # any of its threads. Once the file is read, that memory goes back to the system.
-        with ThreadPoolExecutor(max_workers=PARALLEL_CHUNKS) as pool, ThreadPoolExecutor(1) as reader:
+        # arena, where a freed one is reused (`reused_buffers`); polars calls this generator from
+        # any of its threads.
+        with (
+            ThreadPoolExecutor(max_workers=PARALLEL_CHUNKS) as pool,
+            ThreadPoolExecutor(1) as reader,
+            reused_buffers(),
+        ):
             queued: deque[Future] = deque()
             chunks = iter_byte_chunks(path, notes, CHUNK_BYTES)
             try:
@@ -248,8 +250,6 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
                 result.error = f"stopped after line {result.lines}: {type(error).__name__}: {error}"
                 for future in queued:
                     future.cancel()
-            finally:
-                release_free_memory()
 
     frame = register_io_source(batches, schema=STORED_EVENT_SCHEMA, explain_name=f"{module.NAME} {display}")
     return result, frame, lifecycle
