@@ -482,3 +482,35 @@ def test_bytes_that_are_not_utf8_go_to_the_line_reader(tmp_path):
     events, _, summary = run(tmp_path, log, year=2026)
     assert events["message"][-1] == "bad \ufffd byte"
     assert summary["files"][0]["notes"] == ["1 line(s) with invalid UTF-8, shown as U+FFFD"]
+
+
+STANZA_LOG = """Nov 28 21:03:03 c2s1\tdebug\tSending[c2s]: <enabled id='x' resume='true' xmlns='urn:xmpp:sm:3'>
+Nov 28 21:03:03 c2s1\tdebug\tReceived[c2s]: <iq type='set' to='focus.localhost' id='a1'>
+Nov 28 21:03:03 c2s1\tdebug\tSending[c2s]: <iq id='a1' to='u@localhost/r' type='error' from='focus.localhost'>
+Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <iq type='error' to='u2@localhost/r' id='a2'>
+Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <presence to='room@conference.localhost/nick' xml:lang='en'>
+Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <presence type='error' to='room@conference.localhost/nick'>
+Nov 28 21:03:05 c2s1\tdebug\tSending[c2s]: <presence to='u@localhost/r' type='error' from='room@conference.localhost/nick'>
+Nov 28 21:03:05 c2s1\tdebug\tReceived[c2s]: <a h='3' xml:lang='en' xmlns='urn:xmpp:sm:3'>
+Nov 28 21:03:05 c2s1\tdebug\tSending[c2s]: <message type='groupchat' to='u@localhost/r' from='room@conference.localhost'>
+"""
+
+
+def test_stanzas_are_told_apart_by_direction_and_opening(tmp_path):
+    """Only a stanza the server sends can be an error reply; one the client sends with type='error'
+    is not a refusal. Each stanza kind comes from its opening."""
+    log = tmp_path / "prosody.log"
+    log.write_text(STANZA_LOG)
+    events, _, _ = run(tmp_path, log, year=2026)
+    assert events["kind"].cast(pl.String).to_list() == [
+        "sm_enabled",
+        "conference_request",
+        "conference_error",
+        "unknown",  # the client's own iq error
+        "muc_join_sent",
+        "unknown",  # a presence error the client sends
+        "stanza_error",
+        "unknown",  # a stream management ack
+        "muc_joined",
+    ]
+    assert events.filter(pl.col("kind") == "stanza_error")["room"].to_list() == ["room"]

@@ -26,7 +26,7 @@ from .prosody_fields import continues
 
 # Provisional kinds, resolved by `event_columns`.
 IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT = "iq_in", "presence_in", "message_out", "error_out"
-UNPARSED, CONTEXT, STANZA_OUT = "unparsed", "context", "stanza_out"
+UNPARSED, CONTEXT, STANZA_OUT, STANZA = "unparsed", "context", "stanza_out", "stanza"
 # The source whose lines explain the error reply logged right after them.
 CONTEXT_SOURCE = "stanzarouter"
 
@@ -36,7 +36,8 @@ code_col = pl.col("code")
 
 # Codes are small integers (a chain of string columns would cost more than all the tests); the
 # event kinds come first, so a code below len(EVENT_KINDS) is final as it is.
-PASS1_KINDS = [*EVENT_KINDS, IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT, UNPARSED, CONTEXT, STANZA_OUT]
+PROVISIONAL = [IQ_IN, PRESENCE_IN, MESSAGE_OUT, ERROR_OUT, UNPARSED, CONTEXT, STANZA_OUT, STANZA]
+PASS1_KINDS = [*EVENT_KINDS, *PROVISIONAL]
 CODE = {name: index for index, name in enumerate(PASS1_KINDS)}
 
 # Message openings (their first 16 characters) that name a kind.
@@ -54,8 +55,12 @@ BY_PREFIX = {
     **{f"Firing event: {method}"[:16]: "http_request" for method in HTTP_METHODS},
     # An iq, presence or message sent (only these can be error replies): looked into below.
     **{f"Sending[c2s]: <{element}"[:16]: STANZA_OUT for element in ("iq", "presence", "message")},
+    # Other stanzas that STANZA_OPENINGS tell apart.
+    "Sending[c2s]: <e": STANZA,
+    "Received[c2s]: <": STANZA,
 }
-# Stanzas share their first 16 characters: told apart by a test each, cheaper than a second lookup.
+# Stanzas share their first 16 characters: told apart by a test each, cheaper than a second lookup,
+# and only on the lines of a stanza.
 STANZA_OPENINGS = {
     "Sending[c2s]: <enabled ": "sm_enabled",
     "Received[c2s]: <iq ": IQ_IN,
@@ -96,17 +101,17 @@ def _code(name: str) -> pl.Expr:
     return pl.lit(CODE[name], pl.UInt8)
 
 
-def _is(*names: str) -> pl.Expr:
+def _is(*names: str, column: pl.Expr = code_col) -> pl.Expr:
     """Code test on the codes' own dtype (a Python int would make polars cast the whole column)."""
     if len(names) == 1:
-        return code_col == _code(names[0])
-    return code_col.is_in(pl.Series([CODE[name] for name in names], dtype=pl.UInt8).implode())
+        return column == _code(names[0])
+    return column.is_in(pl.Series([CODE[name] for name in names], dtype=pl.UInt8).implode())
 
 
-def _only(names: list[str], value: pl.Expr = msg) -> pl.Expr:
+def _only(names: list[str], value: pl.Expr = msg, column: pl.Expr = code_col) -> pl.Expr:
     """``value`` on the lines of these kinds, empty elsewhere: a pattern fails there at once, while
     behind a null polars would still run it on the value."""
-    return pl.when(_is(*names)).then(value).otherwise(pl.lit(""))
+    return pl.when(_is(*names, column=column)).then(value).otherwise(pl.lit(""))
 
 
 def _lookup(length: int, table: dict[str, str]) -> pl.Expr:
@@ -126,11 +131,12 @@ def with_coarse_code(frame: pl.LazyFrame) -> pl.LazyFrame:
     """
     starts = msg.str.starts_with
     by_prefix = pl.col("by_prefix")
-    error_reply = (by_prefix == _code(STANZA_OUT)) & msg.str.contains("type='error'", literal=True)
+    stanza = pl.col("stanza")  # the message on the lines of the two codes above, else empty
+    error_reply = (by_prefix == _code(STANZA_OUT)) & stanza.str.contains("type='error'", literal=True)
     code = pl.when(~pl.col("parsed")).then(_code(UNPARSED))
     code = code.when(error_reply).then(_code(ERROR_OUT))
     for opening, name in STANZA_OPENINGS.items():
-        code = code.when(starts(opening)).then(_code(name))
+        code = code.when(stanza.str.starts_with(opening)).then(_code(name))
     code = (
         code.when(starts("Websocket received frame: opcode=9"))
         .then(_code("ping"))
@@ -142,7 +148,12 @@ def with_coarse_code(frame: pl.LazyFrame) -> pl.LazyFrame:
         .then(_code(CONTEXT))
         .otherwise(_code("unknown"))
     )
-    return frame.with_columns(by_prefix=_lookup(16, BY_PREFIX)).with_columns(code=code).drop("by_prefix")
+    return (
+        frame.with_columns(by_prefix=_lookup(16, BY_PREFIX))
+        .with_columns(stanza=_only([STANZA_OUT, STANZA], column=by_prefix))
+        .with_columns(code=code)
+        .drop("by_prefix", "stanza")
+    )
 
 
 # Kinds whose lines need a look past their opening: `detail_columns` runs on these lines only.
