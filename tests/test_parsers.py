@@ -484,15 +484,15 @@ def test_bytes_that_are_not_utf8_go_to_the_line_reader(tmp_path):
     assert summary["files"][0]["notes"] == ["1 line(s) with invalid UTF-8, shown as U+FFFD"]
 
 
-STANZA_LOG = """Nov 28 21:03:03 c2s1\tdebug\tSending[c2s]: <enabled id='x' resume='true' xmlns='urn:xmpp:sm:3'>
-Nov 28 21:03:03 c2s1\tdebug\tReceived[c2s]: <iq type='set' to='focus.localhost' id='a1'>
-Nov 28 21:03:03 c2s1\tdebug\tSending[c2s]: <iq id='a1' to='u@localhost/r' type='error' from='focus.localhost'>
-Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <iq type='error' to='u2@localhost/r' id='a2'>
-Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <presence to='room@conference.localhost/nick' xml:lang='en'>
-Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <presence type='error' to='room@conference.localhost/nick'>
-Nov 28 21:03:05 c2s1\tdebug\tSending[c2s]: <presence to='u@localhost/r' type='error' from='room@conference.localhost/nick'>
+STANZA_LOG = """Nov 28 21:03:03 c2s1\tdebug\tSending[c2s]: <enabled id='x' xmlns='urn:xmpp:sm:3'>
+Nov 28 21:03:03 c2s1\tdebug\tReceived[c2s]: <iq type='set' to='focus.x' id='a1'>
+Nov 28 21:03:03 c2s1\tdebug\tSending[c2s]: <iq id='a1' to='u@x/r' type='error' from='focus.x'>
+Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <iq type='error' to='u2@x/r' id='a2'>
+Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <presence to='room@muc.x/nick' xml:lang='en'>
+Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <presence type='error' to='room@muc.x/nick'>
+Nov 28 21:03:05 c2s1\tdebug\tSending[c2s]: <presence to='u@x/r' type='error' from='room@muc.x/nick'>
 Nov 28 21:03:05 c2s1\tdebug\tReceived[c2s]: <a h='3' xml:lang='en' xmlns='urn:xmpp:sm:3'>
-Nov 28 21:03:05 c2s1\tdebug\tSending[c2s]: <message type='groupchat' to='u@localhost/r' from='room@conference.localhost'>
+Nov 28 21:03:05 c2s1\tdebug\tSending[c2s]: <message type='groupchat' to='u@x/r' from='room@muc.x'>
 """
 
 
