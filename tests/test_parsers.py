@@ -421,6 +421,10 @@ def test_chunk_boundaries_do_not_split_records(tmp_path, fixtures, monkeypatch, 
         ),
         (["Dec 31 23:59:59", "Mar 01 00:00:00"], 2027, ["2027-12-31 23:59:59", "2028-03-01 00:00:00"]),
         (["Feb 28 23:59:59", "Mar 01 00:00:00"], 2026, ["2026-02-28 23:59:59", "2026-03-01 00:00:00"]),
+        # a log from December runs into a leap year's Feb 29
+        (["Dec 31 23:59:59", "Feb 29 12:00:00"], 2027, ["2027-12-31 23:59:59", "2028-02-29 12:00:00"]),
+        # no such day: no time, the line is kept as not understood
+        (["Feb 28 23:59:59", "Feb 29 12:00:00"], 2026, ["2026-02-28 23:59:59", None]),
     ],
 )
 def test_file_log_times_land_on_the_right_day_in_leap_years(tmp_path, lines, year, expected):

@@ -69,6 +69,13 @@ def _time_with_year(head: pl.Expr, context: FileContext) -> pl.Expr:
     return pl.concat_str(year, head.str.head(15)).str.strptime(TIME, "%Y %b %d %H:%M:%S", strict=False)
 
 
+def _leap_year_ahead(context: FileContext) -> bool:
+    """Whether the file's lines can fall in a leap year. In any other, both ways of parsing give
+    Feb 29 a null time, so the chunk need not be searched for it."""
+    years = [context.first_year] + ([context.first_year + 1] if context.first_month > 1 else [])
+    return any(calendar.isleap(year) for year in years)
+
+
 def read_records(chunk: bytes, context: FileContext) -> pl.DataFrame | None:
     """The chunk already split into fields (:func:`.prosody_fields.read_records`) when it is plain
     records with no ``kubectl``/pm2 wrapping, else None."""
@@ -87,7 +94,7 @@ def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
     else:
         frame = lines.lazy().with_columns(line=pl.lit(None, pl.String))
         opening = lines["head"]
-    if opening.str.starts_with("Feb 29").any():
+    if _leap_year_ahead(context) and opening.str.starts_with("Feb 29").any():
         frame = frame.with_columns(ts=_time_with_year(pl.col("head"), context))
     else:
         frame = frame.with_columns(ts=_time_in_year_one(pl.col("head")))
