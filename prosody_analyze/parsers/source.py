@@ -215,12 +215,12 @@ def _glibc():
 
 @contextmanager
 def reused_buffers() -> Iterator[None]:
-    """While a big file is read: glibc's malloc serves chunk buffers from its heap and keeps the
-    freed ones there, so that a chunk reuses pages already mapped instead of faulting in and zeroing
-    fresh ones (about 14 ms per 32 MB chunk). Left to itself it would map every buffer of 128 KiB or
-    more on its own, or hand back a heap's free pages as soon as there are enough of them. After,
-    the usual thresholds come back and the kept memory goes back to the system: what follows (the
-    sessions) must not stack on top of it."""
+    """While a big file is read: glibc's malloc serves chunk buffers (under 32 MiB) from its heap
+    and keeps the freed ones there, so that a chunk reuses pages already mapped instead of faulting
+    in and zeroing fresh ones (about 14 ms per chunk). Its own sliding thresholds map the first
+    buffers apart and hand a heap's free pages back as soon as two buffers are free: twice the page
+    faults. After, glibc's starting values are set back (as fixed thresholds) and the kept memory
+    goes back to the system: what follows (the sessions) must not stack on top of it."""
     libc = _glibc()
     if libc is None:
         yield
