@@ -131,7 +131,7 @@ def with_coarse_code(frame: pl.LazyFrame) -> pl.LazyFrame:
     """
     starts = msg.str.starts_with
     by_prefix = pl.col("by_prefix")
-    stanza = pl.col("stanza")  # the message on the lines of the two codes above, else empty
+    stanza = pl.col("stanza")  # the message on stanza lines (STANZA_OUT, STANZA), else empty
     error_reply = (by_prefix == _code(STANZA_OUT)) & stanza.str.contains("type='error'", literal=True)
     code = pl.when(~pl.col("parsed")).then(_code(UNPARSED))
     code = code.when(error_reply).then(_code(ERROR_OUT))
