@@ -29,7 +29,9 @@ from .schema import (
     EVENTS_FILE,
     METRIC_SCHEMA,
     METRICS_FILE,
+    SERVER_STORED_SCHEMA,
     SESSIONS_FILE,
+    STORED_EVENT_SCHEMA,
     conform,
     empty_sessions,
 )
@@ -242,7 +244,7 @@ def ingest(
                     raise UserError(f"no log file could be ingested ({reasons})")
                 bar.step(f"writing {EVENTS_FILE}")
                 # zstd at level 1: half the size of snappy for no more CPU on Prosody logs (bench/ingest.py)
-                pl.concat(run.parts).sink_parquet(
+                pl.concat(_stored(run.parts)).sink_parquet(
                     out_dir / EVENTS_FILE, compression="zstd", compression_level=1
                 )
                 bar.step(f"writing {SESSIONS_FILE}")
@@ -269,6 +271,15 @@ def ingest(
             return summary
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stored(parts: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
+    """The parts in one stored schema: Prosody logs alone keep SERVER_STORED_SCHEMA's Null columns;
+    with a client log among them, every part takes STORED_EVENT_SCHEMA."""
+    schemas = [part.collect_schema() for part in parts]
+    if all(dict(schema) == SERVER_STORED_SCHEMA for schema in schemas):
+        return parts
+    return [part.cast(STORED_EVENT_SCHEMA) for part in parts]
 
 
 def _manifest(path: Path, summary: FileSummary, captures: list[dict[str, Any]]) -> None:

@@ -15,7 +15,13 @@ from polars.testing import assert_frame_equal
 
 from prosody_analyze.errors import UserError
 from prosody_analyze.ingest import ingest
-from prosody_analyze.schema import EVENT_SCHEMA, SESSION_SCHEMA, STORED_EVENT_SCHEMA, scan_events
+from prosody_analyze.schema import (
+    CLIENT_ONLY_COLUMNS,
+    EVENT_SCHEMA,
+    SESSION_SCHEMA,
+    STORED_EVENT_SCHEMA,
+    scan_events,
+)
 
 PROSODY_LINES = [
     "Nov 28 21:05:25 c2s557e4341b270\tinfo\tClient connected",
@@ -66,6 +72,20 @@ def test_outputs_follow_the_schema_and_summary_contract(tmp_path, fixtures):
     assert set(events["file"]) == {f["path"] for f in saved["files"] if f["events"]}  # walked recursively
     in_order = events.group_by("file").agg((pl.col("seq").diff().drop_nulls() > 0).all().alias("ordered"))
     assert in_order["ordered"].all()  # rows come in line order within each file
+
+
+def test_prosody_logs_alone_store_the_client_only_columns_as_null(tmp_path, fixtures):
+    server = fixtures / "local-prosody" / "prosody_small_debug.log"
+    alone, mixed = tmp_path / "alone", tmp_path / "mixed"
+    ingest([server], alone, year=2026)
+    ingest([server, fixtures / "local-prosody" / "jxs_2x50_ok.log"], mixed, year=2026)
+    stored = pl.read_parquet_schema(alone / "events.parquet")
+    assert [name for name, dtype in stored.items() if dtype == pl.Null] == CLIENT_ONLY_COLUMNS
+    assert dict(pl.read_parquet_schema(mixed / "events.parquet")) == STORED_EVENT_SCHEMA
+    read_alone, read_mixed = (scan_events(out / "events.parquet").collect() for out in (alone, mixed))
+    assert dict(read_alone.schema) == EVENT_SCHEMA  # read back as if stored whole
+    assert read_alone.equals(read_mixed.filter(pl.col("file") == str(server)))
+    assert read_mixed["participant"].drop_nulls().n_unique() == 100  # the client log's 2 x 50
 
 
 def test_missing_path_is_one_clear_error(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from ..schema import STORED_EVENT_SCHEMA, STORED_SEQ, conform
+from ..schema import SERVER_STORED_SCHEMA, STORED_EVENT_SCHEMA, STORED_SEQ, conform
 from ..sessions import lifecycle_rows
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
@@ -251,7 +251,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
                 for future in queued:
                     future.cancel()
 
-    frame = register_io_source(batches, schema=STORED_EVENT_SCHEMA, explain_name=f"{module.NAME} {display}")
+    frame = register_io_source(batches, schema=SERVER_STORED_SCHEMA, explain_name=f"{module.NAME} {display}")
     return result, frame, lifecycle
 
 
@@ -311,8 +311,9 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
 def parse_file(
     path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
 ) -> tuple[FileResult, pl.LazyFrame | None, list[Path]]:
-    """Parse one recognised file: its figures, a lazy frame of its events (STORED_EVENT_SCHEMA) and
-    a list of Arrow IPC files holding its session lifecycle rows (for ``build_sessions``).
+    """Parse one recognised file: its figures, a lazy frame of its events (STORED_EVENT_SCHEMA; a
+    Prosody log's in SERVER_STORED_SCHEMA) and a list of Arrow IPC files holding its session
+    lifecycle rows (for ``build_sessions``).
 
     The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs
     the figures and the lifecycle list are complete only once the frame has been consumed.
