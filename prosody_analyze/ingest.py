@@ -29,11 +29,10 @@ from .schema import (
     EVENTS_FILE,
     METRIC_SCHEMA,
     METRICS_FILE,
-    SERVER_STORED_SCHEMA,
     SESSIONS_FILE,
-    STORED_EVENT_SCHEMA,
     conform,
     empty_sessions,
+    run_stored_schema,
 )
 from .sessions import build_sessions
 
@@ -274,12 +273,11 @@ def ingest(
 
 
 def _stored(parts: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
-    """The parts in one stored schema: Prosody logs alone keep SERVER_STORED_SCHEMA's Null columns;
-    with a client log among them, every part takes STORED_EVENT_SCHEMA."""
-    schemas = [part.collect_schema() for part in parts]
-    if all(dict(schema) == SERVER_STORED_SCHEMA for schema in schemas):
-        return parts
-    return [part.cast(STORED_EVENT_SCHEMA) for part in parts]
+    """The parts in one stored schema, where a column is Null only if it is Null in every part
+    (see ``server_stored_schema``)."""
+    schemas = [dict(part.collect_schema()) for part in parts]
+    stored = run_stored_schema(schemas)
+    return [part if own == stored else part.cast(stored) for part, own in zip(parts, schemas, strict=True)]
 
 
 def _manifest(path: Path, summary: FileSummary, captures: list[dict[str, Any]]) -> None:

@@ -91,13 +91,27 @@ STORED_EVENT_SCHEMA: dict[str, pl.DataType] = {
     name: pl.Categorical() if name in STORED_AS_CATEGORIES else STORED_SEQ if name == "seq" else dtype
     for name, dtype in EVENT_SCHEMA.items()
 }
-# Columns only load-client logs fill. A run of Prosody logs alone stores them as columns of type
-# Null, which the Parquet writer passes over: as categories it walks their every row (-5 % of the
-# instructions of a Prosody log's ingest). `scan_events` gives them back as EVENT_SCHEMA's types.
+# Columns a Prosody log leaves empty: those only load-client logs fill, and `shard` unless the log
+# comes from `kubectl logs --prefix` (the pod's name). Where every file of a run leaves one empty,
+# events.parquet stores it as type Null, which the Parquet writer passes over: as a category it
+# walks its every row (each such column: about 2 % of the instructions of a Prosody log's ingest).
+# `scan_events` gives them back as EVENT_SCHEMA's types.
 CLIENT_ONLY_COLUMNS = ["batch", "participant", "stage"]
-SERVER_STORED_SCHEMA: dict[str, pl.DataType] = {
-    name: pl.Null() if name in CLIENT_ONLY_COLUMNS else dtype for name, dtype in STORED_EVENT_SCHEMA.items()
-}
+
+
+def server_stored_schema(pod_names: bool) -> dict[str, pl.DataType]:
+    """The stored schema of a Prosody log's events: Null for the columns it leaves empty."""
+    empty = [*CLIENT_ONLY_COLUMNS, *([] if pod_names else ["shard"])]
+    return {name: pl.Null() if name in empty else dtype for name, dtype in STORED_EVENT_SCHEMA.items()}
+
+
+def run_stored_schema(schemas: list[dict[str, pl.DataType]]) -> dict[str, pl.DataType]:
+    """One stored schema for the events of a run's files: Null where every file's is Null."""
+    return {
+        name: pl.Null() if all(schema[name] == pl.Null for schema in schemas) else dtype
+        for name, dtype in STORED_EVENT_SCHEMA.items()
+    }
+
 
 # Stages of joining, in order; session rows carry `<stage>_ts` for each.
 STAGES = ["connected", "authenticated", "bound", "joined", "left"]

@@ -74,18 +74,32 @@ def test_outputs_follow_the_schema_and_summary_contract(tmp_path, fixtures):
     assert in_order["ordered"].all()  # rows come in line order within each file
 
 
-def test_prosody_logs_alone_store_the_client_only_columns_as_null(tmp_path, fixtures):
+def test_a_column_every_file_leaves_empty_is_stored_as_null(tmp_path, fixtures):
     server = fixtures / "local-prosody" / "prosody_small_debug.log"
-    alone, mixed = tmp_path / "alone", tmp_path / "mixed"
-    ingest([server], alone, year=2026)
-    ingest([server, fixtures / "local-prosody" / "jxs_2x50_ok.log"], mixed, year=2026)
-    stored = pl.read_parquet_schema(alone / "events.parquet")
-    assert [name for name, dtype in stored.items() if dtype == pl.Null] == CLIENT_ONLY_COLUMNS
-    assert dict(pl.read_parquet_schema(mixed / "events.parquet")) == STORED_EVENT_SCHEMA
-    read_alone, read_mixed = (scan_events(out / "events.parquet").collect() for out in (alone, mixed))
-    assert dict(read_alone.schema) == EVENT_SCHEMA  # read back as if stored whole
-    assert read_alone.equals(read_mixed.filter(pl.col("file") == str(server)))
-    assert read_mixed["participant"].drop_nulls().n_unique() == 100  # the client log's 2 x 50
+    pod = tmp_path / "logs" / "pod.log"  # `kubectl logs --prefix`: the pod's name goes to `shard`
+    pod.parent.mkdir()
+    pod.write_text("".join(f"[pod/prosody-0/prosody] {line}\n" for line in server.read_text().splitlines()))
+    runs = {
+        "alone": [server],
+        "with_pod": [server, pod],
+        "with_client": [server, pod, fixtures / "local-prosody" / "jxs_2x50_ok.log"],
+    }
+    null_columns, read = {}, {}
+    for name, paths in runs.items():
+        ingest(paths, tmp_path / name, year=2026)
+        stored = pl.read_parquet_schema(tmp_path / name / "events.parquet")
+        null_columns[name] = [column for column, dtype in stored.items() if dtype == pl.Null]
+        read[name] = scan_events(tmp_path / name / "events.parquet").collect()
+        assert dict(read[name].schema) == EVENT_SCHEMA  # read back as if stored whole
+    assert null_columns == {
+        "alone": ["shard", *CLIENT_ONLY_COLUMNS],
+        "with_pod": CLIENT_ONLY_COLUMNS,
+        "with_client": [],
+    }
+    assert set(read["with_pod"]["shard"]) == {None, "prosody-0"}  # null on the plain log's rows
+    for name in ("with_pod", "with_client"):
+        assert read[name].filter(pl.col("file") == str(server)).equals(read["alone"])
+    assert read["with_client"]["participant"].drop_nulls().n_unique() == 100  # the client log's 2 x 50
 
 
 def test_missing_path_is_one_clear_error(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from ..schema import SERVER_STORED_SCHEMA, STORED_EVENT_SCHEMA, STORED_SEQ, conform
+from ..schema import STORED_EVENT_SCHEMA, STORED_SEQ, conform, server_stored_schema
 from ..sessions import lifecycle_rows
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
@@ -191,6 +191,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     lifecycle: list[Path] = []
     state = prosody_server.CarryState()
     constants = {"file": pl.lit(display, pl.Categorical), "origin": pl.lit("server")}  # Prosody logs only
+    stored = server_stored_schema(pod_names=context.wrapping.kubectl_prefix)
 
     def parse_chunk(chunk: bytes) -> tuple[pl.DataFrame, dict, int]:
         """One chunk's events (lines numbered from 1), figures and line count, in a worker thread
@@ -202,12 +203,12 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
         records = prosody_file.read_records(chunk, context) if module is prosody_file else None
         if records is not None:
             count = records.height
-            events = prosody_server.event_columns(module.fields(records, context), constants)
+            events = prosody_server.event_columns(module.fields(records, context), constants, stored)
             if events["unparsed"].any():
                 events = None
         if events is None:
             lines, count = read_lines(chunk, ascii)
-            events = prosody_server.event_columns(module.fields(lines, context), constants)
+            events = prosody_server.event_columns(module.fields(lines, context), constants, stored)
         figures = _figures(events, count_invalid=not ascii)
         return prosody_server.fold_tracebacks(events.drop("unparsed")), figures, count
 
@@ -251,7 +252,7 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
                 for future in queued:
                     future.cancel()
 
-    frame = register_io_source(batches, schema=SERVER_STORED_SCHEMA, explain_name=f"{module.NAME} {display}")
+    frame = register_io_source(batches, schema=stored, explain_name=f"{module.NAME} {display}")
     return result, frame, lifecycle
 
 
@@ -312,7 +313,7 @@ def parse_file(
     path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
 ) -> tuple[FileResult, pl.LazyFrame | None, list[Path]]:
     """Parse one recognised file: its figures, a lazy frame of its events (STORED_EVENT_SCHEMA; a
-    Prosody log's in SERVER_STORED_SCHEMA) and a list of Arrow IPC files holding its session
+    Prosody log's in ``server_stored_schema``) and a list of Arrow IPC files holding its session
     lifecycle rows (for ``build_sessions``).
 
     The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..schema import EVENT_KINDS, EVENT_SCHEMA, SERVER_STORED_SCHEMA
+from ..schema import EVENT_KINDS, EVENT_SCHEMA, STORED_EVENT_SCHEMA
 from .prosody_fields import continues
 
 # Provisional kinds, resolved by `event_columns`.
@@ -251,10 +251,13 @@ def detail_columns(rows: pl.DataFrame) -> pl.DataFrame:
     ).collect()
 
 
-def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.DataFrame:
-    """A chunk's fields (see the module doc) -> its events in SERVER_STORED_SCHEMA, plus two flags:
-    ``continuation`` (a traceback line that is not a record of its own) for
-    :func:`fold_tracebacks`, and ``unparsed`` (a line of no known shape) for the file's figures.
+def event_columns(
+    fields: pl.LazyFrame, constants: dict[str, pl.Expr], stored: dict[str, pl.DataType]
+) -> pl.DataFrame:
+    """A chunk's fields (see the module doc) -> its events in ``stored`` (the file's
+    ``server_stored_schema``), plus two flags: ``continuation`` (a traceback line that is not a
+    record of its own) for :func:`fold_tracebacks`, and ``unparsed`` (a line of no known shape) for
+    the file's figures.
 
     The detail lines are picked out and looked into (:func:`detail_columns`); what that finds is
     put back on the chunk's rows by position, which costs far less than a regex on every line.
@@ -267,7 +270,7 @@ def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Dat
         """A detail field on every row (null off the detail lines), or a null literal if never found.
         Stored as a category, it is cast here, on the detail lines only. Its values are scattered
         into a column of nulls: a gather would visit every row, at twice the cost."""
-        dtype = SERVER_STORED_SCHEMA.get(name, DETAIL_SCHEMA[name])
+        dtype = STORED_EVENT_SCHEMA.get(name, DETAIL_SCHEMA[name])
         values = details[name]
         if values.null_count() == values.len():
             return pl.lit(None, dtype)
@@ -302,7 +305,7 @@ def event_columns(fields: pl.LazyFrame, constants: dict[str, pl.Expr]) -> pl.Dat
         .select(
             *[
                 columns.get(name, pl.lit(None)).cast(dtype).alias(name)
-                for name, dtype in SERVER_STORED_SCHEMA.items()
+                for name, dtype in stored.items()
             ],
             continuation,
             unparsed=unparsed & ~continuation,
