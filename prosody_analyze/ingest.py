@@ -184,7 +184,7 @@ def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, ru
     summary.format = sniffed.label
     notes = ReadNotes()
     try:
-        result, events, lifecycle = parse_file(path, summary.path, sniffed, notes, scratch, year=year)
+        result, events, lifecycle = parse_file(path, summary.path, sniffed, notes, scratch, run.files, year)
     except Exception as error:  # a file we cannot parse must not stop the others
         summary.format = "error"
         summary.notes.append(f"could not parse as {sniffed.label}: {type(error).__name__}: {error}")
@@ -198,6 +198,7 @@ def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, ru
 
 @dataclass
 class _Run:
+    files: list[str]  # every file of the run, as the `file` column names them
     parts: list[pl.LazyFrame] = field(default_factory=list)
     lifecycles: list[list[Path]] = field(default_factory=list)  # filled while events are written
     pending: list[_Pending] = field(default_factory=list)
@@ -225,7 +226,7 @@ def ingest(
         try:
             digests: dict[str, Future[str]] = {}
             summaries = [FileSummary(str(path), path.stat().st_size, "", "unrecognised") for path in files]
-            run = _Run()
+            run = _Run([summary.path for summary in summaries])
             with _Progress(progress) as bar:
                 for path, summary in zip(files, summaries, strict=True):
                     bar.step(f"reading {path.name}")

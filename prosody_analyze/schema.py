@@ -68,12 +68,13 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "message": pl.String(),  # the original text (the whole line for unparsed lines)
 }
 
-# Columns events.parquet stores as categories: one value per file, or null on almost every row.
+# Columns events.parquet stores as categories: null on almost every row, or one value per file.
 # As strings they cost the Parquet writer a dictionary pass over every row of every row group (on
-# a 64 MB chunk of bench/ingest.py's log: 217 ms to write, 174 ms with them as categories).
+# a 64 MB chunk of bench/ingest.py's log: 217 ms to write, 174 ms with them as categories). `file`
+# is stored as an enum of the run's files, which the writer turns into Parquet's dictionary in a
+# quarter of a category's time (a category's ids must be mapped row by row).
 # Read the file with `scan_events`, which gives them back as EVENT_SCHEMA's strings.
 STORED_AS_CATEGORIES = [
-    "file",
     "shard",
     "jid",
     "room",
@@ -87,10 +88,16 @@ STORED_AS_CATEGORIES = [
 # the bytes to squeeze), and room for 4.29 billion lines (a 400 GB log) in one file; past that,
 # ingest stops reading the file and says so.
 STORED_SEQ = pl.UInt32()
-STORED_EVENT_SCHEMA: dict[str, pl.DataType] = {
-    name: pl.Categorical() if name in STORED_AS_CATEGORIES else STORED_SEQ if name == "seq" else dtype
-    for name, dtype in EVENT_SCHEMA.items()
-}
+
+
+def stored_event_schema(files: list[str]) -> dict[str, pl.DataType]:
+    """How events.parquet stores EVENT_SCHEMA's columns, for a run of these files (as named in `file`)."""
+    stored = {"file": pl.Enum(files), "seq": STORED_SEQ}
+    return {
+        name: stored.get(name, pl.Categorical() if name in STORED_AS_CATEGORIES else dtype)
+        for name, dtype in EVENT_SCHEMA.items()
+    }
+
 # Columns a Prosody log leaves empty: those only load-client logs fill, and `shard` unless the log
 # comes from `kubectl logs --prefix` (the pod's name). Where every file of a run leaves one empty,
 # events.parquet stores it as type Null, which the Parquet writer passes over: as a category it
@@ -99,17 +106,20 @@ STORED_EVENT_SCHEMA: dict[str, pl.DataType] = {
 CLIENT_ONLY_COLUMNS = ["batch", "participant", "stage"]
 
 
-def server_stored_schema(pod_names: bool) -> dict[str, pl.DataType]:
+def server_stored_schema(files: list[str], pod_names: bool) -> dict[str, pl.DataType]:
     """The stored schema of a Prosody log's events: Null for the columns it leaves empty."""
     empty = [*CLIENT_ONLY_COLUMNS, *([] if pod_names else ["shard"])]
-    return {name: pl.Null() if name in empty else dtype for name, dtype in STORED_EVENT_SCHEMA.items()}
+    return {
+        name: pl.Null() if name in empty else dtype for name, dtype in stored_event_schema(files).items()
+    }
 
 
 def run_stored_schema(schemas: list[dict[str, pl.DataType]]) -> dict[str, pl.DataType]:
-    """One stored schema for the events of a run's files: Null where every file's is Null."""
+    """One stored schema for the events of a run's files: each column's own type, Null only where
+    every file's is Null."""
     return {
-        name: pl.Null() if all(schema[name] == pl.Null for schema in schemas) else dtype
-        for name, dtype in STORED_EVENT_SCHEMA.items()
+        name: next((schema[name] for schema in schemas if schema[name] != pl.Null), pl.Null())
+        for name in EVENT_SCHEMA
     }
 
 

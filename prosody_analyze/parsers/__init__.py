@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from ..schema import STORED_EVENT_SCHEMA, STORED_SEQ, conform, server_stored_schema
+from ..schema import STORED_SEQ, conform, server_stored_schema, stored_event_schema
 from ..sessions import lifecycle_rows
 from . import capture, jxs, jxs_dump, pm2, prosody_console, prosody_file, prosody_server, ws_errors
 from .context import FileContext
@@ -177,7 +177,9 @@ def _write_lifecycle(events: pl.DataFrame, scratch: Path) -> Path:
     return part
 
 
-def _stream(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
+def _stream(
+    path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path, files: list[str]
+):
     """Prosody formats: chunk by chunk, memory bounded by a chunk whatever the file size.
 
     Each chunk of whole lines is split by polars' CSV reader into lines (or, for plain records,
@@ -190,8 +192,8 @@ def _stream(path: Path, display: str, module, context: FileContext, notes: ReadN
     digest = None if is_gzip(path) else hashlib.sha256()  # of the bytes read, when they are the file's
     lifecycle: list[Path] = []
     state = prosody_server.CarryState()
-    constants = {"file": pl.lit(display, pl.Categorical), "origin": pl.lit("server")}  # Prosody logs only
-    stored = server_stored_schema(pod_names=context.wrapping.kubectl_prefix)
+    stored = server_stored_schema(files, pod_names=context.wrapping.kubectl_prefix)
+    constants = {"file": pl.lit(display, stored["file"]), "origin": pl.lit("server")}  # Prosody logs only
 
     def parse_chunk(chunk: bytes) -> tuple[pl.DataFrame, dict, int]:
         """One chunk's events (lines numbered from 1), figures and line count, in a worker thread
@@ -284,7 +286,9 @@ def _merge(result: FileResult, figures: dict) -> None:
             setattr(result, name, value if known is None else pick(known, value))
 
 
-def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path):
+def _whole(
+    path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path, files: list[str]
+):
     """Client formats (small, multi-line records): all lines at once, in memory."""
     frames = [frame.filter(pl.col("line").str.contains(r"\S")) for frame in iter_line_frames(path, notes)]
     frames = [frame for frame in frames if frame.height]
@@ -292,7 +296,7 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
         return FileResult(invalid_utf8_lines=notes.invalid_utf8_lines), None, []
     lines = frames[-1]["seq"].max()
     parsed = module.parse(unwrap(pl.concat(frames), context.wrapping), context)
-    events = conform(parsed.with_columns(file=pl.lit(display)), STORED_EVENT_SCHEMA).sort("seq")
+    events = conform(parsed.with_columns(file=pl.lit(display)), stored_event_schema(files)).sort("seq")
     stamps = events["ts"].drop_nulls()
     result = FileResult(
         lines=lines,
@@ -310,11 +314,17 @@ def _whole(path: Path, display: str, module, context: FileContext, notes: ReadNo
 
 
 def parse_file(
-    path: Path, display: str, sniffed: Sniffed, notes: ReadNotes, scratch: Path, year: int | None = None
+    path: Path,
+    display: str,
+    sniffed: Sniffed,
+    notes: ReadNotes,
+    scratch: Path,
+    files: list[str],
+    year: int | None = None,
 ) -> tuple[FileResult, pl.LazyFrame | None, list[Path]]:
-    """Parse one recognised file: its figures, a lazy frame of its events (STORED_EVENT_SCHEMA; a
-    Prosody log's in ``server_stored_schema``) and a list of Arrow IPC files holding its session
-    lifecycle rows (for ``build_sessions``).
+    """Parse one recognised file: its figures, a lazy frame of its events (``stored_event_schema``
+    of the run's ``files``; a Prosody log's in ``server_stored_schema``) and a list of Arrow IPC
+    files holding its session lifecycle rows (for ``build_sessions``).
 
     The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs
     the figures and the lifecycle list are complete only once the frame has been consumed.
@@ -324,4 +334,4 @@ def parse_file(
     first_year, first_month = _year_and_month(path, sniffed, year)
     context = FileContext(display, pm2.process_name(path), sniffed.wrapping, first_year, first_month)
     parse = _stream if sniffed.format in STREAMED else _whole
-    return parse(path, display, module, context, notes, scratch)
+    return parse(path, display, module, context, notes, scratch, files)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..schema import EVENT_KINDS, EVENT_SCHEMA, STORED_EVENT_SCHEMA
+from ..schema import EVENT_KINDS, EVENT_SCHEMA
 from .prosody_fields import continues
 
 # Provisional kinds, resolved by `event_columns`.
@@ -270,7 +270,7 @@ def event_columns(
         """A detail field on every row (null off the detail lines), or a null literal if never found.
         Stored as a category, it is cast here, on the detail lines only. Its values are scattered
         into a column of nulls: a gather would visit every row, at twice the cost."""
-        dtype = STORED_EVENT_SCHEMA.get(name, DETAIL_SCHEMA[name])
+        dtype = stored.get(name, DETAIL_SCHEMA[name])
         values = details[name]
         if values.null_count() == values.len():
             return pl.lit(None, dtype)
