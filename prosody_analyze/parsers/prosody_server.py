@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..schema import EVENT_KINDS, EVENT_SCHEMA
+from ..schema import EVENT_KINDS, EVENT_SCHEMA, HTTP_METHODS
 from .prosody_fields import continues
 
 # Provisional kinds, resolved by `event_columns`.
@@ -41,7 +41,6 @@ PASS1_KINDS = [*EVENT_KINDS, *PROVISIONAL]
 CODE = {name: index for index, name in enumerate(PASS1_KINDS)}
 
 # Message openings (their first 16 characters) that name a kind.
-HTTP_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"]
 BY_PREFIX = {
     "Client connected": "connection_opened",
     "Websocket receiv": "websocket_frame",
@@ -228,7 +227,7 @@ def detail_columns(rows: pl.DataFrame) -> pl.DataFrame:
         .when(joined | (_is(ERROR_OUT) & pl.col("sender").str.contains("/", literal=True)))
         .then(pl.col("sender"))
     )
-    request = _only(["http_request"]).str.extract_groups(r"^Firing event: ([A-Z]+) (\S+)")
+    request = _only(["http_request"]).str.extract_groups(rf"^Firing event: ({'|'.join(HTTP_METHODS)}) (\S+)")
     columns = {
         "final_code": kind,
         "continuation": pl.col("continuation"),
