@@ -147,6 +147,14 @@ def test_invalid_utf8_is_kept_and_reported(tmp_path):
     assert events.row(5, named=True)["kind"] == "unknown" and "garbage" in events["message"][5]
 
 
+def test_a_logged_replacement_character_is_not_invalid_utf8(tmp_path):
+    line = "Nov 28 21:05:29 c2s557e4341b270\tdebug\tnick \ufffd"  # the character itself, in UTF-8
+    log = write_log(tmp_path / "prosody.log", [*PROSODY_LINES, line])
+    result = ingest([log], tmp_path / "out", year=2026).files[0]
+    assert (result.events, result.unparsed, result.notes) == (5, 0, [])
+    assert events_of(tmp_path / "out")["message"][-1] == "nick \ufffd"
+
+
 @pytest.mark.parametrize("name,lines", [("prosody.log", PROSODY_LINES), ("jxs.log", None)])
 def test_crlf_endings_read_like_lf(tmp_path, fixtures, name, lines):
     lines = lines or (fixtures / "local-prosody" / "jxs_small_client.log").read_text().splitlines()

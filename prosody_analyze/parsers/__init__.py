@@ -198,20 +198,23 @@ def _stream(
     def parse_chunk(chunk: bytes) -> tuple[pl.DataFrame, dict, int]:
         """One chunk's events (lines numbered from 1), figures and line count, in a worker thread
         (polars releases the GIL)."""
-        ascii = chunk.isascii()  # a quick scan that spares lossy decoding and the U+FFFD count
         events = None
-        # Plain records come split by the CSV reader itself. A chunk holding a line of unknown
-        # shape is read again as lines, so that such a line keeps its whole text in `message`.
+        # Plain records come split by the CSV reader itself, which decodes strictly: a chunk read so
+        # is UTF-8. A chunk holding a line of unknown shape is read again as lines, so that such a
+        # line keeps its whole text in `message`.
         records = prosody_file.read_records(chunk, context) if module is prosody_file else None
+        valid_utf8 = records is not None
         if records is not None:
             count = records.height
             events = prosody_server.event_columns(module.fields(records, context), constants, stored)
             if events["unparsed"].any():
                 events = None
         if events is None:
-            lines, count = read_lines(chunk, ascii)
+            # A quick scan that spares lossy decoding and the U+FFFD count.
+            valid_utf8 = valid_utf8 or chunk.isascii()
+            lines, count = read_lines(chunk, valid_utf8)
             events = prosody_server.event_columns(module.fields(lines, context), constants, stored)
-        figures = _figures(events, count_invalid=not ascii)
+        figures = _figures(events, count_invalid=not valid_utf8)
         return prosody_server.fold_tracebacks(events.drop("unparsed")), figures, count
 
     def in_order(done: Future) -> pl.DataFrame:

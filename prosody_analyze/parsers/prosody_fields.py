@@ -18,11 +18,12 @@ from .source import KUBECTL_PREFIX, KUBECTL_TIME, ReadNotes, Wrapping, lines_fra
 SPLIT_BYTES = [bytes([code]) for code in (*range(1, 9), *range(14, 32), 127)]
 
 
-def read_lines(chunk: bytes, ascii: bool = False) -> tuple[pl.DataFrame, int]:
+def read_lines(chunk: bytes, valid_utf8: bool = False) -> tuple[pl.DataFrame, int]:
     """The chunk's lines as ``(seq, line)`` numbered from 1, blank lines left out, and how many
     lines it has (blank ones included).
 
-    ``ascii``: the caller saw that the chunk is plain ASCII, so the cheaper strict decoder will do.
+    ``valid_utf8``: the caller knows the chunk is UTF-8 (plain ASCII, say), so the cheaper strict
+    decoder will do.
     """
     separator = next((byte for byte in SPLIT_BYTES if chunk.find(byte) < 0), None)
     if separator is None:  # every control byte present: not text anyone logged, read it the slow way
@@ -33,7 +34,7 @@ def read_lines(chunk: bytes, ascii: bool = False) -> tuple[pl.DataFrame, int]:
             has_header=False,
             separator=separator.decode(),
             quote_char=None,
-            encoding="utf8" if ascii else "utf8-lossy",
+            encoding="utf8" if valid_utf8 else "utf8-lossy",
             schema={"line": pl.String},
             raise_if_empty=False,
         ).with_row_index("seq", offset=1)
