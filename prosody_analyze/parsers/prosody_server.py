@@ -345,7 +345,9 @@ class CarryState:
     """What one chunk of a file leaves for its next chunks."""
 
     # "<c2s id> <room@muc/nick>" already asked to join: later presences there are status updates.
-    asked: pl.Series = field(default_factory=lambda: pl.Series("key", [], pl.String))
+    # A set: a chunk brings a few thousand keys, and a polars table of them all, made unique again
+    # for every chunk, would cost more the longer the log.
+    asked: set[str | None] = field(default_factory=set)
     # The chunk's last line, when it may explain an error reply opening the next chunk.
     context: tuple[int, str] | None = None  # (seq, message)
 
@@ -385,15 +387,15 @@ def _drop_repeated_joins(events: pl.DataFrame, state: CarryState) -> pl.DataFram
         )
         .collect()
     )
-    if keys.height == 0:
+    repeated = []
+    for seq, key in keys.iter_rows():
+        if key in state.asked:
+            repeated.append(seq)
+        else:
+            state.asked.add(key)
+    if not repeated:
         return events
-    repeated = keys.filter(pl.col("key").is_in(state.asked.implode()) | ~pl.col("key").is_first_distinct())[
-        "seq"
-    ]
-    state.asked = pl.concat([state.asked, keys["key"]]).unique()
-    if repeated.len() == 0:
-        return events
-    again = pl.col("seq").is_in(repeated.implode())
+    again = pl.col("seq").is_in(pl.Series(repeated, dtype=events.schema["seq"]).implode())
     return events.with_columns(
         kind=pl.when(again).then(pl.lit("unknown")).otherwise(pl.col("kind")).cast(events.schema["kind"]),
         room=pl.when(again).then(None).otherwise(pl.col("room")),
