@@ -34,7 +34,7 @@ from .schema import (
     empty_sessions,
     run_stored_schema,
 )
-from .sessions import build_sessions, read_lifecycle
+from .sessions import build_sessions
 
 SUMMARY_FILE = "ingest.json"
 METRICS_HEADER = "ts,metric,labels,value"
@@ -250,8 +250,8 @@ def ingest(
                 bar.step(f"writing {SESSIONS_FILE}")
                 for pending in run.pending:
                     pending.finish()
-                lifecycle = [parts for parts in run.lifecycles if parts]
-                sessions = build_sessions(read_lifecycle(lifecycle)) if lifecycle else empty_sessions()
+                lifecycle = [part for parts in run.lifecycles for part in parts]
+                sessions = build_sessions(pl.scan_ipc(lifecycle)) if lifecycle else empty_sessions()
                 sessions.write_parquet(out_dir / SESSIONS_FILE)
             for summary in summaries:
                 if summary.path in digests:

@@ -10,7 +10,6 @@ Only the lifecycle events are read, so this stays small next to the events table
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import polars as pl
 
@@ -166,21 +165,23 @@ def _server(rows: pl.DataFrame) -> pl.DataFrame:
     return table.with_columns(session=first.select(name).to_series()).drop("key")
 
 
-def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame, stored: bool = False) -> pl.LazyFrame:
+def lifecycle_rows(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """The only rows and columns sessions are built from: events of a lifecycle kind that name a
     session, a participant or a JID (columns picked first, so the filter copies no message), in
-    EVENT_SCHEMA's dtypes; with ``stored``, in the dtypes events.parquet stores (categories, enums,
-    Null columns), which take a third of the bytes as Arrow IPC."""
-    named = pl.any_horizontal(pl.col(name).is_not_null() for name in ("session", "participant", "jid"))
-    rows = events.lazy().select(COLUMNS).filter(pl.col("kind").is_in(LIFECYCLE_KINDS) & named)
-    return rows if stored else rows.cast({name: EVENT_SCHEMA[name] for name in COLUMNS})
-
-
-def read_lifecycle(logs: list[list[Path]]) -> pl.LazyFrame:
-    """Lifecycle rows written as ``lifecycle_rows(..., stored=True)``, a list of Arrow IPC files
-    per log (stored dtypes differ from log to log), in EVENT_SCHEMA's dtypes."""
-    to_event_schema = {name: EVENT_SCHEMA[name] for name in COLUMNS}
-    return pl.concat([pl.scan_ipc(files).cast(to_event_schema) for files in logs if files])
+    EVENT_SCHEMA's dtypes (events on their way to events.parquet hold some as categories)."""
+    return (
+        events.lazy()
+        .select(COLUMNS)
+        .filter(
+            pl.col("kind").is_in(LIFECYCLE_KINDS)
+            & (
+                pl.col("session").is_not_null()
+                | pl.col("participant").is_not_null()
+                | pl.col("jid").is_not_null()
+            )
+        )
+        .cast({name: EVENT_SCHEMA[name] for name in COLUMNS})
+    )
 
 
 ROWS_PER_PASS = 500_000  # lifecycle rows aggregated at a time (about 350 MiB): bounds memory on huge logs
