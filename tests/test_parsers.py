@@ -518,3 +518,31 @@ def test_stanzas_are_told_apart_by_direction_and_opening(tmp_path):
         "muc_joined",
     ]
     assert events.filter(pl.col("kind") == "stanza_error")["room"].to_list() == ["room"]
+
+
+REUSED_ID_LOG = """Nov 28 21:03:03 c2s1\tinfo\tClient connected
+Nov 28 21:03:04 c2s1\tdebug\tReceived[c2s]: <presence to='room@muc.x/nick' xml:lang='en'>
+Nov 28 21:03:05 c2s1\tdebug\tReceived[c2s]: <presence to='room@muc.x/nick' xml:lang='en'>
+Nov 28 21:03:06 c2s1\tinfo\tClient disconnected: connection closed
+Nov 28 21:03:07 c2s1\tdebug\tReceived[c2s]: <presence to='room@muc.x/nick' xml:lang='en'>
+Nov 28 21:03:08 c2s1\tdebug\tDestroying session for u@x/r (u@x)
+Nov 28 21:03:09 c2s1\tinfo\tClient connected
+Nov 28 21:03:10 c2s1\tdebug\tReceived[c2s]: <presence to='room@muc.x/nick' xml:lang='en'>
+"""
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 150])
+def test_a_join_is_sent_once_per_session_even_when_prosody_reuses_its_id(tmp_path, monkeypatch, chunk_bytes):
+    """A presence to an occupant the session already joined is a status update, also after a
+    disconnect (the session hibernates and may resume); once the session is destroyed, its c2s id
+    may come back for a new session, whose presence there is a join again."""
+    import prosody_analyze.parsers as parsers
+
+    if chunk_bytes:  # about one line per chunk: what is carried across chunks
+        monkeypatch.setattr(parsers, "CHUNK_BYTES", chunk_bytes)
+    log = tmp_path / "prosody.log"
+    log.write_text(REUSED_ID_LOG)
+    events, sessions, _ = run(tmp_path, log, year=2026)
+    joins = events.filter(pl.col("kind") == "muc_join_sent")["seq"].to_list()
+    assert joins == [2, 8]
+    assert sessions.height == 2 and sessions["room"].to_list() == ["room", "room"]

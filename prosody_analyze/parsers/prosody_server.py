@@ -340,14 +340,19 @@ def fold_tracebacks(events: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([events.filter(~involved), folded]).sort("seq").drop("follows", "continuation")
 
 
+# The kind that ends a c2s session for good. Not `disconnected`: with stream management the session
+# hibernates and may resume on a new connection.
+SESSION_ENDS = ["session_destroyed"]
+
+
 @dataclass
 class CarryState:
     """What one chunk of a file leaves for its next chunks."""
 
-    # "<c2s id> <room@muc/nick>" already asked to join: later presences there are status updates.
-    # A set: a chunk brings a few thousand keys, and a polars table of them all, made unique again
-    # for every chunk, would cost more the longer the log.
-    asked: set[str | None] = field(default_factory=set)
+    # The occupants ("room@muc/nick") each c2s session has asked to join: later presences there are
+    # status updates. A session's are forgotten when it ends (Prosody reuses c2s ids), so this holds
+    # the sessions open at the time, not every join of the log: memory does not grow with the log.
+    asked: dict[str, set[str]] = field(default_factory=dict)
     # The chunk's last line, when it may explain an error reply opening the next chunk.
     context: tuple[int, str] | None = None  # (seq, message)
 
@@ -378,21 +383,22 @@ def _carry_context(events: pl.DataFrame, state: CarryState) -> pl.DataFrame:
 
 
 def _drop_repeated_joins(events: pl.DataFrame, state: CarryState) -> pl.DataFrame:
-    """A join to an occupant the session already asked for (in this chunk or before) is an update."""
-    keys = (
+    """A join to an occupant the session already asked for (in this chunk or before, since it began)
+    is an update."""
+    joins_and_ends = (
         events.lazy()  # lazy, so that only the columns below are filtered
-        .filter(pl.col("kind") == "muc_join_sent")
-        .select(
-            pl.col("seq"), pl.concat_str("session", pl.lit(" "), _occupant(msg)).alias("key")
-        )
+        .filter(pl.col("kind").is_in(["muc_join_sent", *SESSION_ENDS]))
+        .select("seq", "session", pl.when(pl.col("kind") == "muc_join_sent").then(_occupant(msg)))
         .collect()
     )
     repeated = []
-    for seq, key in keys.iter_rows():
-        if key in state.asked:
+    for seq, session, occupant in joins_and_ends.iter_rows():  # a few thousand rows a chunk
+        if occupant is None:  # the session ended
+            state.asked.pop(session, None)
+        elif occupant in (occupants := state.asked.setdefault(session, set())):
             repeated.append(seq)
         else:
-            state.asked.add(key)
+            occupants.add(occupant)
     if not repeated:
         return events
     again = pl.col("seq").is_in(pl.Series(repeated, dtype=events.schema["seq"]).implode())
