@@ -34,7 +34,7 @@ from .schema import (
     empty_sessions,
     run_stored_schema,
 )
-from .sessions import build_sessions
+from .sessions import write_sessions
 
 SUMMARY_FILE = "ingest.json"
 METRICS_HEADER = "ts,metric,labels,value"
@@ -251,8 +251,11 @@ def ingest(
                 for pending in run.pending:
                     pending.finish()
                 lifecycle = [part for parts in run.lifecycles for part in parts]
-                sessions = build_sessions(pl.scan_ipc(lifecycle)) if lifecycle else empty_sessions()
-                sessions.write_parquet(out_dir / SESSIONS_FILE)
+                if lifecycle:
+                    sessions = write_sessions(pl.scan_ipc(lifecycle), out_dir / SESSIONS_FILE, scratch)
+                else:
+                    empty_sessions().write_parquet(out_dir / SESSIONS_FILE)
+                    sessions = 0
             for summary in summaries:
                 if summary.path in digests:
                     summary.sha256 = digests[summary.path].result()
@@ -261,7 +264,7 @@ def ingest(
             for pending in run.pending:
                 for manifest in pending.result.manifests:
                     run.captures.append({"path": pending.summary.path, **manifest})
-            summary = IngestSummary(str(out_dir), summaries, run.captures, 0, sessions.height, 0)
+            summary = IngestSummary(str(out_dir), summaries, run.captures, 0, sessions, 0)
             summary.events = sum(f.events for f in summaries if f.ingested)
             if run.metrics:
                 metrics = pl.concat(run.metrics)
