@@ -69,7 +69,8 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "message": pl.String(),  # the original text (the whole line for unparsed lines)
 }
 
-# Columns events.parquet stores as categories: null on almost every row, or one value per file.
+# Columns events.parquet stores as categories: null on almost every row, or one value per file
+# (`shard`, the pod).
 # As strings they cost the Parquet writer a dictionary pass over every row of every row group (on
 # a 64 MB chunk of bench/ingest.py's log: 217 ms to write, 174 ms with them as categories). `file`
 # is stored as an enum of the run's files and `http_method` as one of HTTP_METHODS: the writer turns
@@ -98,6 +99,7 @@ def stored_event_schema(files: list[str]) -> dict[str, pl.DataType]:
         name: stored.get(name, pl.Categorical() if name in STORED_AS_CATEGORIES else dtype)
         for name, dtype in EVENT_SCHEMA.items()
     }
+
 
 # Columns a Prosody log leaves empty: those only load-client logs fill, and `shard` unless the log
 # comes from `kubectl logs --prefix` (the pod's name). Where every file of a run leaves one empty,
