@@ -195,7 +195,7 @@ ONE_PASS_ROWS = 750_000
 def build_sessions(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Sessions table (SESSION_SCHEMA) from an events table (EVENT_SCHEMA), in memory and sorted
     whole (``write_sessions`` writes that of a huge log with bounded memory)."""
-    return _table(list(_passes(lifecycle_rows(events))))
+    return _table([_compacted(part) for part in _passes(lifecycle_rows(events))])
 
 
 def write_sessions(events: pl.LazyFrame, path: Path, scratch: Path) -> int:
@@ -236,15 +236,16 @@ def _passes(lazy: pl.LazyFrame) -> Iterator[pl.DataFrame]:
     key = pl.coalesce("session", "participant")
     for index in range(passes):
         rows = lazy.filter(key.is_null() | (key.hash() % passes == index)).collect()
-        yield from (_compacted(part) for part in _sessions_of(rows, file_order))
+        yield from _sessions_of(rows, file_order)
         del rows
 
 
 def _compacted(part: pl.DataFrame) -> pl.DataFrame:
-    """``part`` holding only its own bytes. Its strings were picked out of a pass's rows and point
-    into all of their buffers, which every pass kept would hold until the end: memory would grow
-    with the log after all (4 GB of log: 830 MiB, 630 MiB with this). An Arrow IPC copy keeps
-    only the bytes used."""
+    """``part`` holding only its own bytes, to be kept while other passes run. Its strings were
+    picked out of a pass's rows and point into all of their buffers, which every pass kept would
+    hold until the end: memory would grow with the log after all (4 GB of log: 830 MiB, 630 MiB
+    with this). An Arrow IPC copy keeps only the bytes used (``write_sessions`` writes each part
+    to a file instead)."""
     buffer = io.BytesIO()
     part.write_ipc(buffer)
     buffer.seek(0)
