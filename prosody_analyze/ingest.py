@@ -23,7 +23,7 @@ import polars as pl
 
 from .capture import MANIFEST_FILE, METRICS_CSV
 from .errors import UserError
-from .parsers import FileResult, hashed_while_read, parse_file, sniff
+from .parsers import FileResult, OnRead, hashed_while_read, parse_file, sniff
 from .parsers.source import ReadNotes
 from .schema import (
     EVENTS_FILE,
@@ -170,8 +170,11 @@ class _Pending:
             summary.notes.append(result.error)
 
 
-def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, run: _Run) -> bool:
-    """Sniff and start parsing one file; whether its SHA-256 will come from that parse."""
+def _start(
+    path: Path, summary: FileSummary, scratch: Path, year: int | None, run: _Run, on_read: OnRead
+) -> bool:
+    """Sniff and start parsing one file; whether its SHA-256 will come from that parse. ``on_read``
+    hears of its bytes as they are read (not at all for a file that is not parsed)."""
     try:
         sniffed = sniff(path)
     except OSError as error:
@@ -184,7 +187,9 @@ def _start(path: Path, summary: FileSummary, scratch: Path, year: int | None, ru
     summary.format = sniffed.label
     notes = ReadNotes()
     try:
-        result, events, lifecycle = parse_file(path, summary.path, sniffed, notes, scratch, run.files, year)
+        result, events, lifecycle = parse_file(
+            path, summary.path, sniffed, notes, scratch, run.files, year, on_read
+        )
     except Exception as error:  # a file we cannot parse must not stop the others
         summary.format = "error"
         summary.notes.append(f"could not parse as {sniffed.label}: {type(error).__name__}: {error}")
@@ -227,17 +232,20 @@ def ingest(
             digests: dict[str, Future[str]] = {}
             summaries = [FileSummary(str(path), path.stat().st_size, "", "unrecognised") for path in files]
             run = _Run([summary.path for summary in summaries])
-            with _Progress(progress) as bar:
+            with _Progress(progress, sum(summary.size_bytes for summary in summaries)) as bar:
                 for path, summary in zip(files, summaries, strict=True):
                     bar.step(f"reading {path.name}")
+                    parsed = len(run.pending)
                     if path.name == MANIFEST_FILE:
                         _manifest(path, summary, run.captures)
                     elif _is_metrics_csv(path):
                         table = read_metrics_csv(path, str(path))
                         run.metrics.append(table)
                         summary.format, summary.lines = "metrics", table.height
-                    elif _start(path, summary, scratch, year, run):
+                    elif _start(path, summary, scratch, year, run, bar.reading(path.name)):
                         continue
+                    if len(run.pending) == parsed:  # not parsed: its bytes count as read now
+                        bar.advance(summary.size_bytes)
                     digests[summary.path] = hasher.submit(_sha256, path)
                 if not run.pending:
                     reasons = "; ".join(f"{f.path}: {', '.join(f.notes) or f.format}" for f in summaries[:5])
@@ -303,30 +311,55 @@ def _manifest(path: Path, summary: FileSummary, captures: list[dict[str, Any]]) 
 
 
 class _Progress:
-    """A rich spinner naming the step under way (on stderr), or nothing."""
+    """A rich progress bar over the input files' bytes, naming the step under way (on stderr), or
+    nothing. Prosody logs are read while events.parquet is written: their bytes move the bar then."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, total_bytes: int):
         self.enabled = enabled
+        self.total_bytes = total_bytes
 
     def __enter__(self) -> _Progress:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
             self.bar = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=Console(stderr=True),
                 transient=True,
             )
             self.bar.__enter__()
-            self.task = self.bar.add_task("ingest", total=None)
+            self.task = self.bar.add_task("ingest", total=self.total_bytes)
         return self
 
     def step(self, description: str) -> None:
         if self.enabled:
             self.bar.update(self.task, description=description)
+
+    def advance(self, count: int) -> None:
+        if self.enabled:
+            self.bar.update(self.task, advance=count)
+
+    def reading(self, name: str) -> OnRead:
+        """What a parser calls with the bytes of ``name`` it has read (from any thread)."""
+        if not self.enabled:
+            return None
+        return lambda count: self.bar.update(self.task, description=f"reading {name}", advance=count)
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:

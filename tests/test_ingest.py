@@ -301,3 +301,37 @@ def test_sessions_built_in_passes_are_the_same(tmp_path, fixtures, monkeypatch):
     tables = [pl.read_parquet(tmp_path / name / "sessions.parquet") for name in ("whole", "passes")]
     tables = [table.sort("origin", "session") for table in tables]  # in time order within a pass
     assert_frame_equal(tables[1], tables[0])  # durations may differ in the last bit (polars' kernels)
+
+
+def test_files_report_their_bytes_as_they_are_read(tmp_path, fixtures, monkeypatch):
+    """What drives the progress bar: a plain Prosody log reports its bytes chunk by chunk as its
+    events are written, a gzipped one and a client log the whole file once read; each adds up to
+    the file's size on disk."""
+    import prosody_analyze.parsers as parsers
+    from prosody_analyze.parsers.source import ReadNotes
+
+    plain = fixtures / "local-prosody" / "prosody_small_debug.log"
+    packed = tmp_path / "prosody.log.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    client = fixtures / "local-prosody" / "jxs_small_client.log"
+    monkeypatch.setattr(parsers, "CHUNK_BYTES", 4000)
+    files = [str(path) for path in (plain, packed, client)]
+    for path in (plain, packed, client):
+        reports: list[int] = []
+        _, events, _ = parsers.parse_file(
+            path, str(path), parsers.sniff(path), ReadNotes(), tmp_path, files, 2026, reports.append
+        )
+        if path != client:
+            assert reports == []  # a Prosody log is read while its events are consumed
+            events.collect()
+        assert sum(reports) == path.stat().st_size
+        assert len(reports) > 5 if path == plain else len(reports) == 1
+
+
+def test_the_progress_bar_does_not_change_the_outputs(tmp_path, fixtures):
+    """A terminal gets a progress bar over the input bytes; the tables are the same with it."""
+    quiet = ingest([fixtures], tmp_path / "quiet", year=2026)
+    shown = ingest([fixtures], tmp_path / "shown", year=2026, progress=True)
+    assert shown.to_dict() | {"out_dir": ""} == quiet.to_dict() | {"out_dir": ""}
+    events = [scan_events(tmp_path / name / "events.parquet").collect() for name in ("quiet", "shown")]
+    assert events[1].equals(events[0])

@@ -13,6 +13,7 @@ import hashlib
 import os
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -177,8 +178,19 @@ def _write_lifecycle(events: pl.DataFrame, scratch: Path) -> Path:
     return part
 
 
+# Told how many bytes of the file have been read, from whichever thread reads them (a progress bar).
+OnRead = Callable[[int], None] | None
+
+
 def _stream(
-    path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path, files: list[str]
+    path: Path,
+    display: str,
+    module,
+    context: FileContext,
+    notes: ReadNotes,
+    scratch: Path,
+    files: list[str],
+    on_read: OnRead,
 ):
     """Prosody formats: chunk by chunk, memory bounded by a chunk whatever the file size.
 
@@ -189,7 +201,8 @@ def _stream(
     the lifecycle rows (for sessions) fill in meanwhile.
     """
     result = FileResult()
-    digest = None if is_gzip(path) else hashlib.sha256()  # of the bytes read, when they are the file's
+    plain = not is_gzip(path)  # then the chunks are the file's own bytes
+    digest = hashlib.sha256() if plain else None
     lifecycle: list[Path] = []
     state = prosody_server.CarryState()
     stored = server_stored_schema(files, pod_names=context.wrapping.kubectl_prefix)
@@ -244,14 +257,18 @@ def _stream(
             try:
                 while (chunk := reader.submit(next, chunks, None).result()) is not None:
                     queued.append(pool.submit(parse_chunk, chunk))
-                    if digest is not None:
+                    if plain:
                         digest.update(chunk)  # chunks cover the file in order
+                        if on_read:
+                            on_read(len(chunk))
                     if len(queued) > PARALLEL_CHUNKS:
                         yield _select(in_order(queued.popleft()), with_columns, predicate)
                 while queued:
                     yield _select(in_order(queued.popleft()), with_columns, predicate)
-                if digest is not None:
+                if plain:
                     result.sha256 = digest.hexdigest()
+                elif on_read:  # a gzip stream's chunks are decompressed bytes: the file is read now
+                    on_read(path.stat().st_size)
             except Exception as error:  # one bad file must not sink the others: keep what was read, say why
                 result.error = f"stopped after line {result.lines}: {type(error).__name__}: {error}"
                 for future in queued:
@@ -290,10 +307,19 @@ def _merge(result: FileResult, figures: dict) -> None:
 
 
 def _whole(
-    path: Path, display: str, module, context: FileContext, notes: ReadNotes, scratch: Path, files: list[str]
+    path: Path,
+    display: str,
+    module,
+    context: FileContext,
+    notes: ReadNotes,
+    scratch: Path,
+    files: list[str],
+    on_read: OnRead,
 ):
     """Client formats (small, multi-line records): all lines at once, in memory."""
     frames = [frame.filter(pl.col("line").str.contains(r"\S")) for frame in iter_line_frames(path, notes)]
+    if on_read:
+        on_read(path.stat().st_size)
     frames = [frame for frame in frames if frame.height]
     if not frames:
         return FileResult(invalid_utf8_lines=notes.invalid_utf8_lines), None, []
@@ -324,17 +350,19 @@ def parse_file(
     scratch: Path,
     files: list[str],
     year: int | None = None,
+    on_read: OnRead = None,
 ) -> tuple[FileResult, pl.LazyFrame | None, list[Path]]:
     """Parse one recognised file: its figures, a lazy frame of its events (``stored_event_schema``
     of the run's ``files``; a Prosody log's in ``server_stored_schema``) and a list of Arrow IPC
     files holding its session lifecycle rows (for ``build_sessions``).
 
     The frame reads files in ``scratch``, which must live until it is consumed. For Prosody logs
-    the figures and the lifecycle list are complete only once the frame has been consumed.
+    the figures and the lifecycle list are complete only once the frame has been consumed, and
+    ``on_read`` hears of the file's bytes as the frame reads them (a plain log chunk by chunk).
     """
     assert sniffed.format is not None
     module = FORMATS[sniffed.format]
     first_year, first_month = _year_and_month(path, sniffed, year)
     context = FileContext(display, pm2.process_name(path), sniffed.wrapping, first_year, first_month)
     parse = _stream if sniffed.format in STREAMED else _whole
-    return parse(path, display, module, context, notes, scratch, files)
+    return parse(path, display, module, context, notes, scratch, files, on_read)
