@@ -74,6 +74,10 @@ JID_PATTERNS = {
 }
 
 
+# A chunk's queries run on polars' in-memory engine, not the streaming one polars 2 picks by
+# default: on a chunk's frames it sets up for less (1 GB log: -5 % wall, -6 % CPU, -90 MiB peak RSS).
+CHUNK_ENGINE = "in-memory"
+
 # Final codes are indexes into this: a gather turns them into kinds, 20 times cheaper than a lookup.
 KINDS = pl.lit(pl.Series(EVENT_KINDS, dtype=EVENT_SCHEMA["kind"]))
 
@@ -247,7 +251,7 @@ def detail_columns(rows: pl.DataFrame) -> pl.DataFrame:
     }
     return frame.select(
         columns[name].cast(dtype).alias(name) for name, dtype in DETAIL_SCHEMA.items()
-    ).collect()
+    ).collect(engine=CHUNK_ENGINE)
 
 
 def event_columns(
@@ -261,7 +265,11 @@ def event_columns(
     The detail lines are picked out and looked into (:func:`detail_columns`); what that finds is
     put back on the chunk's rows by position, which costs far less than a regex on every line.
     """
-    frame = with_coarse_code(fields).with_columns(detail=code_col.is_in(DETAIL_CODES.implode())).collect()
+    frame = (
+        with_coarse_code(fields)
+        .with_columns(detail=code_col.is_in(DETAIL_CODES.implode()))
+        .collect(engine=CHUNK_ENGINE)
+    )
     details = detail_columns(frame.select("seq", "line", "message", "code", "detail").filter("detail"))
     detail_rows = frame["detail"].arg_true()
 
@@ -309,7 +317,7 @@ def event_columns(
             continuation,
             unparsed=unparsed & ~continuation,
         )
-        .collect()
+        .collect(engine=CHUNK_ENGINE)
     )
 
 
@@ -389,7 +397,7 @@ def _drop_repeated_joins(events: pl.DataFrame, state: CarryState) -> pl.DataFram
         events.lazy()  # lazy, so that only the columns below are filtered
         .filter(pl.col("kind").is_in(["muc_join_sent", *SESSION_ENDS]))
         .select("seq", "session", pl.when(pl.col("kind") == "muc_join_sent").then(_occupant(msg)))
-        .collect()
+        .collect(engine=CHUNK_ENGINE)
     )
     repeated = []
     for seq, session, occupant in joins_and_ends.iter_rows():  # a few thousand rows a chunk
