@@ -37,7 +37,8 @@ def read_lines(chunk: bytes, valid_utf8: bool = False) -> tuple[pl.DataFrame, in
             encoding="utf8" if valid_utf8 else "utf8-lossy",
             schema={"line": pl.String},
             raise_if_empty=False,
-        ).with_row_index("seq", offset=1)
+        )
+        lines = lines.rechunk().with_row_index("seq", offset=1)  # see read_records
     numbered = lines.with_columns(pl.col("seq").cast(STORED_SEQ))
     return numbered.filter(pl.col("line").is_not_null()), lines.height
 
@@ -80,7 +81,9 @@ def read_records(chunk: bytes) -> pl.DataFrame | None:
     line_bytes = (field_bytes or 0) + 3 * records.height  # two TABs and a newline each
     if missing or line_bytes != len(chunk) + (not chunk.endswith(b"\n")):
         return None
-    return records.with_row_index("seq", offset=1).with_columns(pl.col("seq").cast(STORED_SEQ))
+    # The reader gives each column in pieces (17 for 31 MiB): joined once here, not again by every
+    # query on the chunk and by the Parquet writer (-2 to -4 % wall and CPU on a 1 GB log).
+    return records.rechunk().with_row_index("seq", offset=1).with_columns(pl.col("seq").cast(STORED_SEQ))
 
 
 def split_tabs(line: pl.Expr, fields: int) -> list[pl.Expr]:
