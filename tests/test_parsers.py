@@ -147,8 +147,24 @@ def test_kubectl_wrapped_console_log(tmp_path, fixtures, timestamps, prefix):
         assert events["ts"].null_count() == 0
         first = events.filter(pl.col("seq") == 1)
         assert first["ts"][0] == datetime(2026, 11, 28, 19, 56, 0, tzinfo=UTC)
+        second = events.filter(pl.col("seq") == 2)  # its fraction is parsed apart from its second
+        assert second["ts"][0] == datetime(2026, 11, 28, 19, 56, 0, 1000, tzinfo=UTC)
     if prefix:
         assert set(events["shard"]) == {prefix}
+
+
+def test_kubectl_nanosecond_times_keep_their_microseconds(tmp_path):
+    """kubectl prints 9 fractional digits; events keep the time to the microsecond (truncated)."""
+    log = tmp_path / "pod.log"
+    lines = ["c2s55d2c2e4a8e0      info\tClient connected", "c2s55d2c2e4a8e0      debug\tSending[c2s]: <r/>"]
+    stamps = ["2026-11-28T23:59:59.123456789Z", "2026-11-29T00:00:00.000001999Z"]
+    log.write_text("".join(f"{stamp} {line}\n" for stamp, line in zip(stamps, lines, strict=True)))
+    events, _, _ = run(tmp_path, log)
+    assert events.sort("seq")["ts"].to_list() == [
+        datetime(2026, 11, 28, 23, 59, 59, 123456, tzinfo=UTC),
+        datetime(2026, 11, 29, 0, 0, 0, 1, tzinfo=UTC),
+    ]
+    assert events.sort("seq")["message"][0] == "Client connected"
 
 
 def test_jxs_crashed_run_has_51_joined(tmp_path, fixtures):

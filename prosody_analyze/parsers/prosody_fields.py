@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..schema import EVENT_SCHEMA, LEVELS, STORED_SEQ
-from .source import KUBECTL_PREFIX, KUBECTL_TIME, ReadNotes, Wrapping, lines_frame
+from .source import KUBECTL_PREFIX, ReadNotes, Wrapping, kubectl_time, lines_frame
 
 # Control bytes that no log line should hold; the reader splits "fields" at one the chunk lacks.
 SPLIT_BYTES = [bytes([code]) for code in (*range(1, 9), *range(14, 32), 127)]
@@ -103,12 +103,10 @@ def unwrap_line(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
                 line=line.str.replace(KUBECTL_PREFIX, ""),
             )
         if wrapping.kubectl_time:
-            stamp = line.str.extract(KUBECTL_TIME, 1).str.to_datetime(
-                "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False
-            )
+            stamp, rest = kubectl_time(line)
             frame = frame.with_columns(
                 wrap_ts=pl.coalesce("wrap_ts", stamp) if "wrap_ts" in frame.columns else stamp,
-                line=line.str.replace(KUBECTL_TIME, ""),
+                line=rest,
             )
     return frame
 
