@@ -26,7 +26,7 @@ CHUNK_BYTES = 16 << 20
 SAMPLE_BYTES = 64 << 10
 
 ANSI_PATTERN = r"\x1b\[[0-9;]*[A-Za-z]"
-KUBECTL_PREFIX = r"^\[pod/([^/\]]+)/([^\]]*)\] "
+KUBECTL_PREFIX = r"^\[pod/[^/\]]+/[^\]]*\] "  # [pod/NAME/CONTAINER]
 KUBECTL_TIME = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z "
 KUBECTL_TIME_WIDTH = 31  # kubectl always writes 9 fractional digits: the time and its space
 PM2_PREFIX = r"^(\d+\|\S+?|PM2)\s*\| "
@@ -297,6 +297,15 @@ def strip_wrapping_text(line: str) -> tuple[str, Wrapping]:
     return line, Wrapping(ansi, prefix, timestamp, pm2)
 
 
+def kubectl_prefix(line: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """The pod named by the ``kubectl logs --prefix`` opening of ``line`` (null where the line has
+    none) and the line without it. The opening is matched whole, with no capture group (the regex
+    engine's DFA alone), then taken apart and cut off by its length."""
+    opening = line.str.extract(KUBECTL_PREFIX, 0)
+    pod = opening.str.slice(len("[pod/")).str.splitn("/", 2).struct.field("field_0")
+    return pod, pl.when(opening.is_not_null()).then(line.str.slice(opening.str.len_chars())).otherwise(line)
+
+
 def kubectl_time(line: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """The ``kubectl logs --timestamps`` time opening ``line`` (UTC, to the microsecond; null where
     the line has none) and the line without it.
@@ -321,11 +330,10 @@ def unwrap(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
         frame = frame.with_columns(line.str.replace_all(ANSI_PATTERN, ""))
     for _ in range(2 if wrapping.kubectl_prefix and wrapping.kubectl_time else 1):
         if wrapping.kubectl_prefix:
+            pod, rest = kubectl_prefix(line)
             frame = frame.with_columns(
-                pl.coalesce(
-                    line.str.extract(KUBECTL_PREFIX, 1), *([pl.col("shard")] if "shard" in frame else [])
-                ).alias("shard"),
-                line.str.replace(KUBECTL_PREFIX, ""),
+                pl.coalesce(pod, *([pl.col("shard")] if "shard" in frame else [])).alias("shard"),
+                rest.alias("line"),
             )
         if wrapping.kubectl_time:
             stamp, rest = kubectl_time(line)
