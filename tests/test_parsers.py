@@ -153,6 +153,23 @@ def test_kubectl_wrapped_console_log(tmp_path, fixtures, timestamps, prefix):
         assert set(events["shard"]) == {prefix}
 
 
+def test_kubectl_wrappers_in_either_order(tmp_path, fixtures):
+    """kubectl writes the pod prefix before the time; lines with them the other way round (or only
+    one of them) are unwrapped all the same."""
+    lines = (fixtures / "jitsi-k8s" / "log_server.txt").read_text().splitlines()
+    wrapped = kubectl(lines, timestamps=True, prefix="prosody-0").splitlines()
+    stamp, pod = 30 + 1, len("[pod/prosody-0/prosody] ")
+    swapped = [line[pod : pod + stamp] + line[:pod] + line[pod + stamp :] for line in wrapped]
+    log = tmp_path / "pods.log"
+    mixed = [line if index % 3 else swapped[index] for index, line in enumerate(wrapped)]
+    log.write_text("\n".join(mixed) + "\n")
+    assert sniff(log).label == "prosody-console+kubectl-prefix+kubectl-timestamps"
+    events, _, _ = run(tmp_path, log)
+    assert events.height == len(lines) and events["ts"].null_count() == 0
+    assert set(events["shard"]) == {"prosody-0"}
+    assert kinds_of(events, "c2s5648e2de8a80")[-2:] == ["muc_join_sent", "stanza_error"]
+
+
 def test_kubectl_nanosecond_times_keep_their_microseconds(tmp_path):
     """kubectl prints 9 fractional digits; events keep the time to the microsecond (truncated)."""
     log = tmp_path / "pod.log"
