@@ -27,7 +27,11 @@ sorted starts and ends, which needs no step table (seconds on 10 million session
 null ``connected``/``joined``, they are not guessed.
 
 When both client and server sessions exist, :func:`clock_offset` estimates how far the
-client's clock is ahead of the server's from the same participants' joins.
+client's clock is ahead of the server's from the same participants' joins. The load then follows
+the client's clock, so a ``--metrics`` sample taken on the server's clock (Prometheus, Grafana:
+``metrics_clock="server"``) gets the load in force at its time on the client's clock. An offset
+within the server log's time resolution is not applied, nor to the capture's own metrics (the
+swarm samples them on the client's host).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .metrics import check_tz, read_metrics, with_rates
 from .schema import METRICS_FILE, SESSIONS_FILE
 
 CORRELATED_FILE = "correlated.parquet"
+METRICS_CLOCKS = ("server", "client")  # which clock the --metrics files' times follow
 # Per interval, the analysis dir's own metrics show only these units (its scrape has dozens of series);
 # every series of a --metrics file is shown.
 RESOURCE_UNITS = ("bytes", "bytes/s", "cores")
@@ -144,6 +149,7 @@ class CorrelateResult:
     samples_without_load: int  # further than the tolerance outside the logged period
     load_source: str  # "client" or "server" sessions
     clock: ClockOffset | None
+    clock_applied_s: float  # added to the --metrics samples' times to find their load (0: none)
     out_path: Path | None
     files: list[str] = field(default_factory=list)
 
@@ -153,6 +159,7 @@ class CorrelateResult:
             "samples_without_load": self.samples_without_load,
             "load_source": self.load_source,
             "clock_offset": self.clock.to_dict() if self.clock else None,
+            "clock_applied_s": self.clock_applied_s,
             "out": str(self.out_path) if self.out_path else None,
             "files": self.files,
             "every": self.every,
@@ -186,6 +193,15 @@ def load_at_times(sessions: pl.DataFrame, times: pl.Series) -> tuple[pl.Series, 
         return counts[0], counts[1], None
     span = (min(s[0] for s in bounds), max(s[-1] for s in bounds))
     return counts[0].alias("connected"), counts[1].alias("joined"), span
+
+
+def _applied_offset(clock: ClockOffset | None, has_client: bool, metrics_clock: str) -> float:
+    """Seconds to add to a --metrics sample's time to read the load at it: the clock offset when the
+    load follows the client's clock and the samples the server's, and the offset is larger than the
+    server log's time resolution (inside it, it is not known to be an offset at all)."""
+    if clock is None or not has_client or metrics_clock != "server":
+        return 0.0
+    return clock.seconds if abs(clock.seconds) > clock.resolution_s else 0.0
 
 
 def _read_sessions(analysis_dir: Path) -> pl.DataFrame:
@@ -230,16 +246,20 @@ def correlate(
     tolerance: str = "30s",
     every: str = "10s",
     tz: str | None = None,
+    metrics_clock: str = "server",
 ) -> CorrelateResult:
     """Attach the load to every metric sample, write ``correlated.parquet`` to ``out_dir`` (see module doc).
 
     Metrics come from ``metric_paths`` plus ``analysis_dir/metrics.parquet`` when present.
     ``tz`` is the zone of exports whose dates have no offset (Grafana formatted data).
+    ``metrics_clock`` says which clock the times of ``metric_paths`` follow: ``server`` or ``client``.
     """
     analysis_dir = Path(analysis_dir)
     slack = parse_duration(tolerance, "--tolerance")
     parse_duration(every, "--every")
     check_tz(tz)
+    if metrics_clock not in METRICS_CLOCKS:
+        raise UserError(f"--metrics-clock must be one of {', '.join(METRICS_CLOCKS)}, got {metrics_clock!r}")
     if not analysis_dir.is_dir():
         raise UserError(f"{analysis_dir}: not a directory (want the output of `prosody-analyze ingest`)")
     sessions = _read_sessions(analysis_dir)
@@ -251,12 +271,18 @@ def correlate(
         raise UserError(f"{analysis_dir}: no {METRICS_FILE} and no --metrics file: nothing to correlate")
     metrics = with_rates(pl.concat(tables, how="vertical_relaxed"))
 
-    connected, joined_count, span = load_at_times(sessions, metrics["ts"])
+    has_client = sessions.filter(pl.col("origin") == "client").height > 0
+    clock = clock_offset(sessions)
+    applied = _applied_offset(clock, has_client, metrics_clock)
+    # The time on the load's clock at which each sample was taken.
+    at = pl.col("ts") + pl.when(pl.col("_from_file")).then(timedelta(seconds=applied)).otherwise(timedelta())
+    load_times = metrics.select(at.alias("at"))["at"]
+    connected, joined_count, span = load_at_times(sessions, load_times)
     joined = metrics.with_columns(connected=connected, joined=joined_count)
     if span is None:
         joined = joined.with_columns(connected=pl.lit(None, pl.Int64), joined=pl.lit(None, pl.Int64))
     else:
-        outside = (pl.col("ts") < span[0] - slack) | (pl.col("ts") > span[1] + slack)
+        outside = (load_times < span[0] - slack) | (load_times > span[1] + slack)
         joined = joined.with_columns(
             pl.when(outside).then(None).otherwise(pl.col(c)).alias(c) for c in ("connected", "joined")
         )
@@ -269,7 +295,6 @@ def correlate(
         out_path = Path(out_dir) / CORRELATED_FILE
         correlated.write_parquet(out_path)
     intervals, units = _intervals(joined, every)
-    has_client = sessions.filter(pl.col("origin") == "client").height > 0
     return CorrelateResult(
         correlated=correlated,
         intervals=intervals,
@@ -278,7 +303,8 @@ def correlate(
         samples=correlated.height,
         samples_without_load=correlated["joined"].null_count(),
         load_source="client" if has_client else "server",
-        clock=clock_offset(sessions),
+        clock=clock,
+        clock_applied_s=applied,
         out_path=out_path,
         files=[str(p) for p in metric_paths] + ([str(own)] if own.is_file() else []),
     )

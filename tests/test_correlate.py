@@ -137,6 +137,38 @@ def test_clock_offset_with_whole_second_server_times_is_within_half_a_second():
     assert offset.resolution_s == 1.0 and abs(offset.seconds) <= 0.5
 
 
+def test_clock_offset_is_applied_to_metrics_on_the_servers_clock(tmp_path):
+    """The clients' clock runs 30 s ahead: a Prometheus sample taken 5 s after the server saw the
+    join (server clock) counts the participant, once read against the clients' clock; a sample on
+    the clients' clock (--metrics-clock client, or the capture's own metrics) is not moved."""
+    from prosody_analyze.schema import METRIC_SCHEMA, METRICS_FILE
+
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    jids = ["u0@localhost/r"]
+    seen = START + timedelta(seconds=10, milliseconds=250)  # by the server (a log with sub-second times)
+    server = _sessions("server", [seen], START + timedelta(seconds=90), jids=jids)
+    client = _sessions("client", [seen + timedelta(seconds=30)], START + timedelta(seconds=120), jids=jids)
+    pl.concat([client, server]).write_parquet(analysis / SESSIONS_FILE)
+    sample = START + timedelta(seconds=15)
+    prometheus = tmp_path / "ram.csv"
+    prometheus.write_text(f"time,value\n{sample:%Y-%m-%dT%H:%M:%SZ},1\n")
+    own = {"ts": [sample], "metric": ["process_resident_memory_bytes"], "labels": [""], "value": [2.0]}
+    own_table = pl.DataFrame(own).with_columns(unit=pl.lit("bytes"), file=pl.lit("metrics.csv"))
+    conform(own_table, METRIC_SCHEMA).write_parquet(analysis / METRICS_FILE)
+
+    result = correlate(analysis, [prometheus])
+    assert result.clock.seconds == pytest.approx(30) and result.clock_applied_s == pytest.approx(30)
+    rows = dict(result.correlated.select("value", "joined").iter_rows())
+    assert rows == {1.0: 1, 2.0: 0}  # the file's sample is moved; the capture's own is not
+
+    unmoved = correlate(analysis, [prometheus], metrics_clock="client")
+    assert unmoved.clock_applied_s == 0
+    assert dict(unmoved.correlated.select("value", "joined").iter_rows()) == {1.0: 0, 2.0: 0}
+    with pytest.raises(UserError, match="--metrics-clock"):
+        correlate(analysis, [prometheus], metrics_clock="prometheus")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

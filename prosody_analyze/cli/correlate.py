@@ -34,11 +34,25 @@ def correlate_command(
     tz: Annotated[
         str | None, typer.Option("--tz", help="Zone of exported dates without an offset (Europe/Paris).")
     ] = None,
+    metrics_clock: Annotated[
+        str,
+        typer.Option(
+            "--metrics-clock",
+            help="Clock of the --metrics files: server (Prometheus, Grafana beside Prosody) or client "
+            "(the load generator's host). On the server's, they are moved by the estimated clock offset.",
+        ),
+    ] = "server",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Join metrics to the load (participants connected/joined) in time; write correlated.parquet."""
     result = correlate(
-        analysis_dir, metrics or [], out_dir=out or analysis_dir, tolerance=tolerance, every=every, tz=tz
+        analysis_dir,
+        metrics or [],
+        out_dir=out or analysis_dir,
+        tolerance=tolerance,
+        every=every,
+        tz=tz,
+        metrics_clock=metrics_clock,
     )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -75,3 +89,15 @@ def correlate_command(
             f"matched by {clock.matched_by}, IQR {clock.spread_s:.3f} s, server times at "
             f"{clock.resolution_s:g} s resolution)"
         )
+        if result.clock_applied_s:
+            console.print(
+                f"--metrics samples read against the load at their time {result.clock_applied_s:+.3f} s "
+                "(the clients' clock)"
+            )
+        elif metrics:
+            why = (
+                "the --metrics files follow the clients' clock"
+                if metrics_clock == "client"
+                else f"it is within the server log's {clock.resolution_s:g} s time resolution"
+            )
+            console.print(f"offset not applied: {why}")
