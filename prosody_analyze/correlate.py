@@ -195,11 +195,12 @@ def load_at_times(sessions: pl.DataFrame, times: pl.Series) -> tuple[pl.Series, 
     return counts[0].alias("connected"), counts[1].alias("joined"), span
 
 
-def _applied_offset(clock: ClockOffset | None, has_client: bool, metrics_clock: str) -> float:
-    """Seconds to add to a --metrics sample's time to read the load at it: the clock offset when the
-    load follows the client's clock and the samples the server's, and the offset is larger than the
-    server log's time resolution (inside it, it is not known to be an offset at all)."""
-    if clock is None or not has_client or metrics_clock != "server":
+def _applied_offset(clock: ClockOffset | None, metrics_clock: str) -> float:
+    """Seconds to add to a --metrics sample's time to read the load at it: the clock offset (found
+    only with client sessions, which the load then follows) when the samples follow the server's
+    clock, and the offset is larger than the server log's time resolution (inside it, it is not
+    known to be an offset at all)."""
+    if clock is None or metrics_clock != "server":
         return 0.0
     return clock.seconds if abs(clock.seconds) > clock.resolution_s else 0.0
 
@@ -273,7 +274,7 @@ def correlate(
 
     has_client = sessions.filter(pl.col("origin") == "client").height > 0
     clock = clock_offset(sessions)
-    applied = _applied_offset(clock, has_client, metrics_clock)
+    applied = _applied_offset(clock, metrics_clock)
     # The time on the load's clock at which each sample was taken.
     at = pl.col("ts") + pl.when(pl.col("_from_file")).then(timedelta(seconds=applied)).otherwise(timedelta())
     load_times = metrics.select(at.alias("at"))["at"]

@@ -14,7 +14,8 @@ import polars as pl
 
 from ..schema import LEVELS
 from .context import FileContext
-from .prosody_fields import split_tabs, unwrap_line
+from .prosody_fields import split_tabs
+from .source import unwrap_kubectl
 
 NAME = "prosody-console"
 LINE_RE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\S+\s+(?:debug|info|warn|error)\t")
@@ -22,7 +23,7 @@ LINE_RE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\S+\s+(?:debug|info|
 
 def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
     """A chunk's ``(seq, line)`` -> ``ts, source, level, message, parsed`` (see ``prosody_server``)."""
-    frame = unwrap_line(lines, context.wrapping).lazy()
+    frame = unwrap_kubectl(lines, context.wrapping).lazy()
     head, message = split_tabs(pl.col("line"), 2)
     frame = frame.with_columns(head=head, message=message)
     head = pl.col("head")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..schema import EVENT_SCHEMA, LEVELS, STORED_SEQ
-from .source import KUBECTL_TIME, ReadNotes, Wrapping, kubectl_prefix, kubectl_time, lines_frame
+from .source import ReadNotes, lines_frame
 
 # Control bytes that no log line should hold; the reader splits "fields" at one the chunk lacks.
 SPLIT_BYTES = [bytes([code]) for code in (*range(1, 9), *range(14, 32), 127)]
@@ -90,31 +90,6 @@ def split_tabs(line: pl.Expr, fields: int) -> list[pl.Expr]:
     """The line's first ``fields - 1`` TAB-separated fields and the rest (TABs kept), null when absent."""
     parts = line.str.splitn("\t", fields)
     return [parts.struct.field(f"field_{index}") for index in range(fields)]
-
-
-def unwrap_line(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
-    """Move ``kubectl logs --prefix/--timestamps`` wrappers off the line into ``shard`` / ``wrap_ts``."""
-    line = pl.col("line")
-    both = wrapping.kubectl_prefix and wrapping.kubectl_time
-    for attempt in range(2 if both else 1):
-        # kubectl writes the prefix, then the time; a second pass takes them the other way round,
-        # when a line still opens with either (seldom: the check costs a sixth of a pass).
-        wrapped = line.str.starts_with("[pod/") | line.str.contains(KUBECTL_TIME)
-        if attempt and not frame.select(wrapped.any()).item():
-            break
-        if wrapping.kubectl_prefix:
-            shard, rest = kubectl_prefix(line)
-            frame = frame.with_columns(
-                shard=pl.coalesce("shard", shard) if "shard" in frame.columns else shard,
-                line=rest,
-            )
-        if wrapping.kubectl_time:
-            stamp, rest = kubectl_time(line)
-            frame = frame.with_columns(
-                wrap_ts=pl.coalesce("wrap_ts", stamp) if "wrap_ts" in frame.columns else stamp,
-                line=rest,
-            )
-    return frame
 
 
 def continues(line: pl.Expr) -> pl.Expr:

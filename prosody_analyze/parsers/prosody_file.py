@@ -17,7 +17,8 @@ import polars as pl
 from ..schema import LEVELS
 from . import prosody_fields
 from .context import FileContext
-from .prosody_fields import split_tabs, unwrap_line
+from .prosody_fields import split_tabs
+from .source import unwrap_kubectl
 
 NAME = "prosody-file"
 LINE_RE = re.compile(r"^[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d \S+\t(?:debug|info|warn|error)\t")
@@ -87,7 +88,7 @@ def fields(lines: pl.DataFrame, context: FileContext) -> pl.LazyFrame:
     """A chunk's ``(seq, line)``, or its ``(seq, head, level, message)`` from :func:`read_records`
     (then ``line`` is null) -> ``ts, source, level, message, parsed`` (see ``prosody_server``)."""
     if "line" in lines.columns:
-        lines = unwrap_line(lines, context.wrapping)
+        lines = unwrap_kubectl(lines, context.wrapping)
         head, level, message = split_tabs(pl.col("line"), 3)
         frame = lines.lazy().with_columns(head=head, level=level, message=message)
         opening = lines["line"]

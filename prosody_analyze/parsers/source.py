@@ -322,13 +322,17 @@ def kubectl_time(line: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return stamp, pl.when(stamped).then(line.str.slice(KUBECTL_TIME_WIDTH)).otherwise(line)
 
 
-def unwrap(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
-    """Move wrappers into columns: ``wrap_ts`` (kubectl time), ``shard`` (pod), ``process`` (pm2 app)."""
+def unwrap_kubectl(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
+    """Move ``kubectl logs --prefix/--timestamps`` wrappers off ``line`` into ``shard`` / ``wrap_ts``."""
     line = pl.col("line")
-    columns: dict[str, pl.Expr] = {}
-    if wrapping.ansi:
-        frame = frame.with_columns(line.str.replace_all(ANSI_PATTERN, ""))
-    for _ in range(2 if wrapping.kubectl_prefix and wrapping.kubectl_time else 1):
+    both = wrapping.kubectl_prefix and wrapping.kubectl_time
+    for attempt in range(2 if both else 1):
+        # kubectl writes the prefix, then the time; a second pass takes them the other way round,
+        # when a line still opens with either (seldom: the check costs a sixth of a pass).
+        if attempt:
+            wrapped = line.str.starts_with("[pod/") | line.str.contains(KUBECTL_TIME)
+            if not frame.select(wrapped.any()).item():
+                break
         if wrapping.kubectl_prefix:
             pod, rest = kubectl_prefix(line)
             frame = frame.with_columns(
@@ -341,6 +345,16 @@ def unwrap(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
                 pl.coalesce(stamp, *([pl.col("wrap_ts")] if "wrap_ts" in frame else [])).alias("wrap_ts"),
                 rest.alias("line"),
             )
+    return frame
+
+
+def unwrap(frame: pl.DataFrame, wrapping: Wrapping) -> pl.DataFrame:
+    """Move wrappers into columns: ``wrap_ts`` (kubectl time), ``shard`` (pod), ``process`` (pm2 app)."""
+    line = pl.col("line")
+    columns: dict[str, pl.Expr] = {}
+    if wrapping.ansi:
+        frame = frame.with_columns(line.str.replace_all(ANSI_PATTERN, ""))
+    frame = unwrap_kubectl(frame, wrapping)
     if wrapping.pm2:
         name = line.str.extract(PM2_PREFIX, 1)
         columns["process"] = (
